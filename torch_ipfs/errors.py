@@ -1,0 +1,178 @@
+"""The torch_ipfs exception tree.
+
+Every error raised on purpose by torch_ipfs derives from :class:`IPFSError`, and the
+ones that mean what a built-in exception means also derive from it, so callers can
+catch either::
+
+    IPFSError
+    ├── InvalidCIDError(ValueError)        a CID or address that does not parse
+    ├── BlockNotFoundError(FileNotFoundError)
+    │                                       no source could deliver a block
+    ├── IntegrityError                      bytes that do not hash to their CID
+    ├── BlockTooLargeError                  a block over the 2 MiB cap
+    ├── FormatError(ValueError)             bytes that hash right but decode wrong
+    │   ├── CIDFormatError                  (reserved for multicodec tables)
+    │   ├── UnixFSFormatError               dag-pb / UnixFS that breaks the spec
+    │   ├── CARFormatError                  a CAR stream that breaks the spec
+    │   └── ManifestError                   a dataset manifest or archive we refuse
+    ├── PathNotFoundError(FileNotFoundError)a path segment missing in a directory
+    ├── NotAFileError / NotADirectoryError  the node is of the other kind
+    ├── SourceError                         a source failed (``.source``, ``.cid``)
+    │   ├── SourceUnavailableError          cannot connect / 5xx / refused
+    │   ├── SourceTimeoutError(TimeoutError)no bytes for too long
+    │   └── KuboError                       an error reported by Kubo's RPC (``.code``)
+    └── StoreError                          the local store cannot do what was asked
+
+Messages name the CID, path or URL involved and, where there is one, what to do.
+This module imports nothing from torch_ipfs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlockNotFoundError",
+    "BlockTooLargeError",
+    "CARFormatError",
+    "FormatError",
+    "IPFSError",
+    "IntegrityError",
+    "InvalidCIDError",
+    "KuboError",
+    "ManifestError",
+    "NotADirectoryError",
+    "NotAFileError",
+    "PathNotFoundError",
+    "SourceError",
+    "SourceTimeoutError",
+    "SourceUnavailableError",
+    "StoreError",
+    "UnixFSFormatError",
+]
+
+import builtins
+
+
+class IPFSError(Exception):
+    """Root of every error torch_ipfs raises on purpose."""
+
+
+class InvalidCIDError(IPFSError, ValueError):
+    """A CID, multihash or IPFS address that does not parse."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid CID or IPFS address {value!r}: {reason}")
+
+
+class BlockNotFoundError(IPFSError, FileNotFoundError):
+    """No source could deliver a block. ``tried`` lists the sources asked."""
+
+    def __init__(self, cid: object, tried: list[str] | tuple[str, ...] = (), hint: str = "") -> None:
+        self.cid = cid
+        self.tried = list(tried)
+        msg = f"block {cid} not found"
+        if self.tried:
+            msg += " (tried: " + ", ".join(self.tried) + ")"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # FileNotFoundError would format (errno, strerror)
+        return self.args[0]
+
+
+class IntegrityError(IPFSError):
+    """Bytes that do not hash to the CID they were fetched for."""
+
+    def __init__(self, cid: object, source: str = "", detail: str = "") -> None:
+        self.cid = cid
+        self.source = source
+        msg = f"block {cid} failed verification"
+        if source:
+            msg += f" (from {source})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+class BlockTooLargeError(IPFSError):
+    """A block over the size cap (2 MiB, as IPFS gateways and Bitswap use)."""
+
+    def __init__(self, cid: object, size: int, limit: int, source: str = "") -> None:
+        self.cid, self.size, self.limit, self.source = cid, size, limit, source
+        where = f" from {source}" if source else ""
+        super().__init__(f"block {cid}{where} is {size} bytes, over the {limit}-byte cap")
+
+
+class FormatError(IPFSError, ValueError):
+    """Bytes that are authentic (hash right) but do not decode as the format says."""
+
+
+class CIDFormatError(FormatError):
+    """A multicodec or multihash we cannot handle."""
+
+
+class UnixFSFormatError(FormatError):
+    """A dag-pb or UnixFS node that breaks the spec."""
+
+
+class CARFormatError(FormatError):
+    """A CAR stream that breaks the spec, is truncated, or is out of the expected order."""
+
+
+class ManifestError(FormatError):
+    """A dataset manifest, index or archive that is malformed or refused (e.g. path traversal)."""
+
+
+class PathNotFoundError(IPFSError, FileNotFoundError):
+    """A path segment that is not in the directory it was looked up in."""
+
+    def __init__(self, path: str, missing: str) -> None:
+        self.path, self.missing = path, missing
+        super().__init__(f"{path}: no entry named {missing!r}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class NotAFileError(IPFSError, builtins.IsADirectoryError):
+    """A file operation on a node that is not a UnixFS file."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class NotADirectoryError(IPFSError, builtins.NotADirectoryError):  # noqa: A001
+    """A directory operation on a node that is not a UnixFS directory."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class SourceError(IPFSError):
+    """A block source failed. ``source`` names it (URL or name), ``cid`` is what was asked."""
+
+    def __init__(self, message: str, *, source: str = "", cid: object = None) -> None:
+        self.source, self.cid = source, cid
+        super().__init__(message)
+
+
+class SourceUnavailableError(SourceError):
+    """The source could not be reached or refused to answer (connection error, 5xx, 403)."""
+
+
+class SourceTimeoutError(SourceError, TimeoutError):
+    """The source sent nothing for longer than the configured timeout."""
+
+
+class KuboError(SourceError):
+    """An error reported by a Kubo RPC endpoint (its ``Message``/``Code`` JSON or a stream trailer)."""
+
+    def __init__(self, message: str, *, source: str = "", cid: object = None, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message, source=source, cid=cid)
+
+
+class StoreError(IPFSError):
+    """The local block store cannot do what was asked (bad repo, lock, disk)."""

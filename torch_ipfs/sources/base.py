@@ -1,0 +1,138 @@
+"""The block-source interface every backend implements.
+
+A backend implements one method, :meth:`BlockSource._get_raw` (fetch the bytes it has
+for a CID, or raise :class:`BlockNotFoundError`); the base class does the rest the same
+way for all of them: identity CIDs are answered locally, blocks over the 2 MiB cap are
+refused, and every block is hashed against its CID before anyone sees it. So a backend
+can be as untrusted as a public gateway and nothing it returns is used unverified.
+
+Backends that can do better than one block at a time override :meth:`get_many`
+(parallel fetches), :meth:`fetch_dag` (a whole DAG or byte range in one request) or
+:meth:`has`. Writable stores also implement :class:`BlockStore`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+from torch_ipfs.cid import CID, verify_block
+from torch_ipfs.errors import BlockNotFoundError, BlockTooLargeError
+
+__all__ = ["MAX_BLOCK_SIZE", "BlockSource", "BlockStore", "MemoryStore", "NullStore"]
+
+#: Blocks larger than this are refused from any source (the IPFS-wide Bitswap limit).
+MAX_BLOCK_SIZE = 2 * 1024 * 1024
+
+
+class BlockSource(abc.ABC):
+    """Something that can deliver verified blocks by CID."""
+
+    #: Short human name used in error messages ("local store", a URL, ...).
+    name: str = "source"
+
+    @abc.abstractmethod
+    def _get_raw(self, cid: CID) -> bytes:
+        """Return the (unverified) bytes of ``cid`` or raise :class:`BlockNotFoundError`."""
+
+    def get(self, cid: CID) -> bytes:
+        """Return the block for ``cid``, verified against it.
+
+        Raises :class:`BlockNotFoundError`, :class:`IntegrityError`,
+        :class:`BlockTooLargeError` or a :class:`SourceError`.
+        """
+        if cid.is_identity:
+            return cid.digest
+        data = self._get_raw(cid)
+        return self.check(cid, data)
+
+    def check(self, cid: CID, data: bytes) -> bytes:
+        """Enforce the size cap and the hash on bytes obtained for ``cid``; return them."""
+        if len(data) > MAX_BLOCK_SIZE:
+            raise BlockTooLargeError(cid, len(data), MAX_BLOCK_SIZE, self.name)
+        verify_block(cid, data, self.name)
+        return data
+
+    def get_many(self, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
+        """Yield ``(cid, block)`` for each CID, in the order given, each verified.
+
+        The default fetches one by one; remote sources override it to fetch in parallel
+        while still yielding in order.
+        """
+        for cid in cids:
+            yield cid, self.get(cid)
+
+    def has(self, cid: CID) -> bool:
+        """True if this source can deliver ``cid`` (may fetch it to find out)."""
+        try:
+            self.get(cid)
+        except BlockNotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release connections and file handles. Idempotent."""
+
+    def __enter__(self) -> BlockSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class BlockStore(BlockSource):
+    """A source that can also store blocks."""
+
+    @abc.abstractmethod
+    def put(self, cid: CID, data: bytes) -> None:
+        """Store ``data`` under ``cid`` after verifying it. Idempotent; atomic."""
+
+    def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        """Store several blocks (a backend may batch them)."""
+        for cid, data in blocks:
+            self.put(cid, data)
+
+
+class NullStore(BlockStore):
+    """A store that keeps nothing: what ``ipfs add --only-hash`` writes to."""
+
+    name = "null store"
+
+    def _get_raw(self, cid: CID) -> bytes:
+        raise BlockNotFoundError(cid, [self.name])
+
+    def put(self, cid: CID, data: bytes) -> None:
+        pass
+
+
+class MemoryStore(BlockStore):
+    """A dict-backed store; useful for tests and for short-lived in-process DAGs."""
+
+    name = "memory store"
+
+    def __init__(self) -> None:
+        self.blocks: dict[bytes, bytes] = {}  # keyed by multihash, like every store
+
+    def _get_raw(self, cid: CID) -> bytes:
+        try:
+            return self.blocks[cid.multihash]
+        except KeyError:
+            raise BlockNotFoundError(cid, [self.name]) from None
+
+    def has(self, cid: CID) -> bool:
+        return cid.is_identity or cid.multihash in self.blocks
+
+    def put(self, cid: CID, data: bytes) -> None:
+        if cid.is_identity:
+            return
+        self.check(cid, data)
+        self.blocks[cid.multihash] = bytes(data)

@@ -1,0 +1,1 @@
+"""UnixFS: files and directories as dag-pb DAGs (importer, reader, HAMT sharding)."""

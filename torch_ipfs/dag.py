@@ -21,7 +21,7 @@ def child_cids(cid: CID, block: bytes) -> list[CID]:
     dag-pb and raw are understood; other codecs are refused rather than treated as
     leaves, so a traversal never silently stops short.
     """
-    if cid.codec == RAW or cid.is_identity and cid.codec == RAW:
+    if cid.codec == RAW:
         return []
     if cid.codec == DAG_PB:
         return [link.cid for link in decode_node(block).links]

@@ -1,8 +1,7 @@
 import socket
 
-import pytest
-
 import conftest
+import pytest
 
 
 def test_loopback_is_allowed():

@@ -169,7 +169,9 @@ class SourceTimeoutError(SourceError, TimeoutError):
 class KuboError(SourceError):
     """An error reported by a Kubo RPC endpoint (its ``Message``/``Code`` JSON or a stream trailer)."""
 
-    def __init__(self, message: str, *, source: str = "", cid: object = None, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str = "", cid: object = None, code: int | None = None
+    ) -> None:
         self.code = code
         super().__init__(message, source=source, cid=cid)
 

@@ -71,7 +71,7 @@ class BlockSource(abc.ABC):
             return False
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most local sources hold nothing
         """Release connections and file handles. Idempotent."""
 
     def __enter__(self) -> BlockSource:

@@ -1,0 +1,256 @@
+"""``torch-ipfs``: the command line, modelled on Kubo's so users' habits carry over.
+
+This is the only module that prints or sets exit codes. User errors (a bad CID, a
+missing file, an unreachable source) are one line on stderr and exit status 1, never a
+traceback; ``TORCH_IPFS_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch_ipfs.errors import IPFSError
+
+__all__ = ["main"]
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _client():
+    from torch_ipfs.client import Client
+
+    return Client()
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    client = _client()
+    options = {"cid_version": args.cid_version, "chunker": args.chunker, "hidden": args.hidden}
+    if args.raw_leaves is not None:
+        options["raw_leaves"] = args.raw_leaves
+    for target in args.paths:
+        path = Path(target)
+        if path.is_dir() and not args.recursive:
+            raise IPFSError(f"{target} is a directory, use the '-r' flag to add directories")
+        if not path.exists():
+            raise FileNotFoundError(f"{target}: no such file or directory")
+        entries = client.add_all(
+            path, pin=args.pin, only_hash=args.only_hash, wrap=args.wrap_with_directory, **options
+        )
+        if args.quiet:
+            print(entries[-1].cid)
+        else:
+            for entry in entries:
+                print(f"added {entry.cid} {entry.name}".rstrip())
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    client = _client()
+    f = client.file(args.address)
+    end = f.size if args.length is None else min(f.size, args.offset + args.length)
+    out = sys.stdout.buffer
+    # Stream in verified pieces; nothing reaches stdout unless its block verified.
+    for piece in f.iter_chunks(args.offset, max(0, end - args.offset)):
+        out.write(piece)
+    out.flush()
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    client = _client()
+    for entry in client.ls(args.address):
+        suffix = "/" if entry.type == "dir" else ""
+        print(f"{entry.cid} {entry.size} {entry.name}{suffix}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    client = _client()
+    target = Path(args.output or parse_name(args.address))
+    client.get(args.address, target)
+    print(f"Saving file(s) to {target}")
+    return 0
+
+
+def parse_name(address: str) -> str:
+    from torch_ipfs.cid import parse_address
+
+    path = parse_address(address)
+    return path.segments[-1] if path.segments else str(path.cid)
+
+
+def cmd_dag_export(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.output:
+        client.export_car(args.address, args.output)
+    else:
+        client.export_car(args.address, sys.stdout.buffer)
+    return 0
+
+
+def cmd_dag_import(args: argparse.Namespace) -> int:
+    client = _client()
+    for car in args.files:
+        for root in client.import_car(car, pin=args.pin_roots):
+            print(f"Pinned root\t{root}\tsuccess" if args.pin_roots else f"Imported root\t{root}")
+    return 0
+
+
+def cmd_block_get(args: argparse.Namespace) -> int:
+    sys.stdout.buffer.write(_client().block_get(args.cid))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_pin_add(args: argparse.Namespace) -> int:
+    client = _client()
+    for address in args.addresses:
+        cid = client.resolve(address)
+        client.store.pin(cid)
+        print(f"pinned {cid} recursively")
+    return 0
+
+
+def cmd_pin_ls(args: argparse.Namespace) -> int:
+    for cid in _client().store.pins():
+        print(f"{cid} recursive")
+    return 0
+
+
+def cmd_pin_rm(args: argparse.Namespace) -> int:
+    client = _client()
+    for address in args.addresses:
+        cid = client.resolve(address)
+        client.store.unpin(cid)
+        print(f"unpinned {cid}")
+    return 0
+
+
+def cmd_repo_gc(args: argparse.Namespace) -> int:
+    result = _client().store.gc()
+    print(f"removed {result.removed_blocks} blocks ({result.freed_bytes} bytes)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from torch_ipfs.serve import serve_forever
+
+    client = _client()
+    print(f"serving {client.store.root} on http://{args.host}:{args.port}/ipfs/ (read-only)", flush=True)
+    serve_forever(client.store, host=args.host, port=args.port)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torch-ipfs",
+        description="Content-addressed datasets for PyTorch. Reads verify every block; "
+        "the embedded store needs no daemon.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is fetched from where")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("add", help="import files or directories (same CIDs as `ipfs add`)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("-r", "--recursive", action="store_true", help="add directories recursively")
+    p.add_argument("-Q", "--quieter", dest="quiet", action="store_true", help="print only the root CID")
+    p.add_argument("-q", "--quiet", dest="quiet", action="store_true", help="same as -Q here")
+    p.add_argument("-n", "--only-hash", action="store_true", help="compute CIDs, store nothing")
+    p.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
+    p.add_argument("--raw-leaves", type=_bool, nargs="?", const=True, default=None)
+    p.add_argument("--chunker", "-s", default="size-262144", help="chunker spec, e.g. size-262144")
+    p.add_argument("-H", "--hidden", action="store_true", help="include files whose name starts with '.'")
+    p.add_argument("-w", "--wrap-with-directory", action="store_true")
+    p.add_argument("--pin", type=_bool, default=True, metavar="BOOL", help="pin the result (default true)")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("cat", help="print a file (or a byte range of it)")
+    p.add_argument("address", help="CID, CID/path, ipfs://..., /ipfs/... or a gateway URL")
+    p.add_argument("-o", "--offset", type=int, default=0)
+    p.add_argument("-l", "--length", type=int, default=None)
+    p.set_defaults(func=cmd_cat)
+
+    p = sub.add_parser("ls", help="list a directory")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("get", help="write a file or directory to disk")
+    p.add_argument("address")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_get)
+
+    dag = sub.add_parser("dag", help="CAR import/export").add_subparsers(dest="dag_command", required=True)
+    p = dag.add_parser("export", help="write a DAG as a CARv1 to stdout (or -o FILE)")
+    p.add_argument("address")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_dag_export)
+    p = dag.add_parser("import", help="import CAR files (v1 or v2), verifying every block")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--pin-roots", type=_bool, default=True, metavar="BOOL")
+    p.set_defaults(func=cmd_dag_import)
+
+    block = sub.add_parser("block", help="raw blocks").add_subparsers(dest="block_command", required=True)
+    p = block.add_parser("get", help="write one verified block to stdout")
+    p.add_argument("cid")
+    p.set_defaults(func=cmd_block_get)
+
+    pin = sub.add_parser("pin", help="keep DAGs from garbage collection").add_subparsers(
+        dest="pin_command", required=True
+    )
+    p = pin.add_parser("add")
+    p.add_argument("addresses", nargs="+")
+    p.set_defaults(func=cmd_pin_add)
+    p = pin.add_parser("ls")
+    p.set_defaults(func=cmd_pin_ls)
+    p = pin.add_parser("rm")
+    p.add_argument("addresses", nargs="+")
+    p.set_defaults(func=cmd_pin_rm)
+
+    repo = sub.add_parser("repo", help="the embedded store")
+    repo = repo.add_subparsers(dest="repo_command", required=True)
+    p = repo.add_parser("gc", help="remove every block not reachable from a pin")
+    p.set_defaults(func=cmd_repo_gc)
+
+    p = sub.add_parser("serve", help="serve the embedded store as a trustless HTTP gateway")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``torch-ipfs`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `torch-ipfs cat X | head`
+        return 0
+    except (IPFSError, OSError, ValueError) as e:
+        if os.environ.get("TORCH_IPFS_DEBUG"):
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The client: one object that knows where blocks come from and offers the Kubo-like
+operations (add, cat, open, ls, stat, CAR import/export, pins) on top of them.
+
+Resolution order for reads (see docs/sources.md):
+
+1. the embedded local store (``$TORCH_IPFS_HOME``, always present, no daemon);
+2. a verified disk cache in front of the remote sources;
+3. a Kubo node's RPC API, when ``api`` / ``TORCH_IPFS_API`` is set;
+4. trustless HTTP gateways, when ``gateways`` / ``TORCH_IPFS_GATEWAYS`` is set.
+
+No remote source is contacted unless configured. Every block from every source is
+verified against its CID before it is used.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from torch_ipfs.cid import CID, IPFSPath, parse_address
+from torch_ipfs.errors import UnixFSFormatError
+from torch_ipfs.sources.base import BlockSource
+from torch_ipfs.sources.chain import SourceChain
+
+__all__ = ["Client", "default_client"]
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+class Client:
+    """Reads through the resolution order and writes to the embedded store.
+
+    Args:
+        home: directory of the embedded store (default ``$TORCH_IPFS_HOME`` or the user cache dir).
+        api: a Kubo RPC address (multiaddr or URL); default ``$TORCH_IPFS_API``; ``""`` for none.
+        gateways: trustless gateway base URLs; default ``$TORCH_IPFS_GATEWAYS`` (comma-separated).
+        cache_bytes: size limit of the disk cache in front of remote sources.
+        sources: replace the whole read order with these sources (advanced; tests, custom setups).
+    """
+
+    def __init__(
+        self,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        api: str | None = None,
+        gateways: Sequence[str] | str | None = None,
+        cache_bytes: int | None = None,
+        sources: Sequence[BlockSource] | None = None,
+    ) -> None:
+        from torch_ipfs.sources.local import LocalStore
+
+        self.store = LocalStore(home)
+        self.api = os.environ.get("TORCH_IPFS_API", "") if api is None else api
+        if gateways is None:
+            gateways = _env_list("TORCH_IPFS_GATEWAYS")
+        elif isinstance(gateways, str):
+            gateways = [g.strip() for g in gateways.split(",") if g.strip()]
+        self.gateways = list(gateways)
+        if cache_bytes is None:
+            cache_bytes = int(os.environ.get("TORCH_IPFS_CACHE_BYTES", str(10 * 1024**3)))
+        self.cache_bytes = cache_bytes
+        self._remote: list[BlockSource] = []
+        if sources is not None:
+            self.source: BlockSource = SourceChain(list(sources))
+            return
+        if self.api:
+            from torch_ipfs.sources.kubo import KuboSource
+
+            self._remote.append(KuboSource(self.api))
+        if self.gateways:
+            from torch_ipfs.sources.gateway import GatewaySource
+
+            self._remote.append(GatewaySource(self.gateways))
+        chain: list[BlockSource] = [self.store]
+        if self._remote:
+            from torch_ipfs.sources.cache import CachedSource
+
+            remote = self._remote[0] if len(self._remote) == 1 else SourceChain(self._remote)
+            chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=cache_bytes))
+        self.source = SourceChain(chain)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _source_for(self, address: IPFSPath) -> BlockSource:
+        """A pasted gateway URL adds that gateway (trustlessly) after the configured sources."""
+        if address.gateway and address.gateway not in self.gateways:
+            from torch_ipfs.sources.gateway import GatewaySource
+
+            return SourceChain([self.source, GatewaySource([address.gateway])])
+        return self.source
+
+    def resolve(self, address: str | CID | IPFSPath) -> CID:
+        """The CID an address points at (following its path through directories)."""
+        from torch_ipfs.unixfs.reader import resolve_path
+
+        path = parse_address(address)
+        if not path.path:
+            return path.cid
+        return resolve_path(self._source_for(path), path.cid, path.path)
+
+    def file(self, address: str | CID | IPFSPath):
+        """A random-access :class:`~torch_ipfs.unixfs.reader.UnixFSFile` for a file address."""
+        from torch_ipfs.unixfs.reader import UnixFSFile
+
+        path = parse_address(address)
+        return UnixFSFile(self._source_for(path), self.resolve(path))
+
+    def cat(self, address: str | CID | IPFSPath, offset: int = 0, length: int | None = None) -> bytes:
+        """The bytes of a file (or a byte range of it), every block verified."""
+        f = self.file(address)
+        if length is None:
+            length = max(0, f.size - offset)
+        return f.read_range(offset, length)
+
+    def open(self, address: str | CID | IPFSPath) -> BinaryIO:
+        """A seekable, read-only binary file object over a UnixFS file."""
+        return self.file(address).open()
+
+    def ls(self, address: str | CID | IPFSPath):
+        """Entries of a directory (plain or HAMT-sharded)."""
+        from torch_ipfs.unixfs.reader import ls
+
+        path = parse_address(address)
+        return ls(self._source_for(path), self.resolve(path))
+
+    def stat(self, address: str | CID | IPFSPath):
+        """Type, size and block count of the node at an address."""
+        from torch_ipfs.unixfs.reader import stat
+
+        path = parse_address(address)
+        return stat(self._source_for(path), self.resolve(path))
+
+    def get(self, address: str | CID | IPFSPath, target: str | os.PathLike[str]) -> None:
+        """Write the file or directory tree at ``address`` to ``target`` (like ``ipfs get``).
+
+        Each file is written to a temporary name and renamed when complete and verified.
+        """
+        from torch_ipfs.unixfs.reader import ls, stat
+
+        path = parse_address(address)
+        source = self._source_for(path)
+        todo = [(self.resolve(path), Path(target))]
+        while todo:
+            cid, dest = todo.pop()
+            if stat(source, cid).type == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+                for entry in ls(source, cid):
+                    if entry.name in ("", ".", "..") or "/" in entry.name:
+                        raise UnixFSFormatError(f"refusing directory entry name {entry.name!r} in {cid}")
+                    todo.append((entry.cid, dest / entry.name))
+                continue
+            from torch_ipfs.unixfs.reader import UnixFSFile
+
+            tmp = dest.with_name(dest.name + ".part")
+            with open(tmp, "wb") as fh:
+                for piece in UnixFSFile(source, cid).iter_chunks():
+                    fh.write(piece)
+            os.replace(tmp, dest)
+
+    def block_get(self, cid: str | CID) -> bytes:
+        """One verified block."""
+        return self.source.get(CID.decode(cid))
+
+    # -- writing ----------------------------------------------------------------------
+
+    def add_all(
+        self,
+        target: str | os.PathLike[str] | bytes | BinaryIO,
+        *,
+        pin: bool = True,
+        only_hash: bool = False,
+        wrap: bool = False,
+        **options: object,
+    ) -> list:
+        """Import a file, directory, bytes or stream; return every
+        :class:`~torch_ipfs.unixfs.importer.AddedEntry` in the order ``ipfs add -r`` prints them
+        (the root last). ``options`` are :class:`~torch_ipfs.unixfs.importer.ImportOptions` fields."""
+        from torch_ipfs.sources.base import NullStore
+        from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_file, import_path
+
+        opts = ImportOptions(**options)  # type: ignore[arg-type]
+        store = NullStore() if only_hash else self.store
+        with self.store.writer():  # holds off a concurrent gc until the root is pinned
+            if isinstance(target, (bytes, bytearray, memoryview)):
+                entries = [import_bytes(bytes(target), store, opts)]
+            elif isinstance(target, (str, os.PathLike)):
+                entries = list(import_path(target, store, opts, wrap=wrap))
+            else:
+                entries = [import_file(target, store, opts)]
+            if pin and not only_hash:
+                self.store.pin(entries[-1].cid, check=False)
+        return entries
+
+    def add(self, target: str | os.PathLike[str] | bytes | BinaryIO, **kwargs: object) -> CID:
+        """Import and pin; return the root CID (same CID as ``ipfs add`` with the same options)."""
+        return self.add_all(target, **kwargs)[-1].cid  # type: ignore[arg-type]
+
+    # -- CAR and pins -------------------------------------------------------------------
+
+    def export_car(self, address: str | CID | IPFSPath, out: BinaryIO | str | os.PathLike[str]) -> int:
+        """Write the whole DAG under an address as a CARv1 (DFS order, no duplicates)."""
+        from torch_ipfs.car import export_car
+
+        path = parse_address(address)
+        root = self.resolve(path)
+        if isinstance(out, (str, os.PathLike)):
+            tmp = Path(f"{os.fspath(out)}.part")
+            with open(tmp, "wb") as fh:
+                n = export_car(self._source_for(path), root, fh)
+            os.replace(tmp, out)
+            return n
+        return export_car(self._source_for(path), root, out)
+
+    def import_car(self, car: BinaryIO | str | os.PathLike[str] | bytes, *, pin: bool = True) -> list[CID]:
+        """Import a CAR (v1 or v2) into the embedded store, verifying every block; pin its roots."""
+        from torch_ipfs.car import import_car
+
+        with self.store.writer():
+            if isinstance(car, (bytes, bytearray)):
+                roots = import_car(io.BytesIO(car), self.store)
+            elif isinstance(car, (str, os.PathLike)):
+                with open(car, "rb") as fh:
+                    roots = import_car(fh, self.store)
+            else:
+                roots = import_car(car, self.store)
+            if pin:
+                for root in roots:
+                    self.store.pin(root, check=False)
+        return roots
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: tuple[int, Client] | None = None
+
+
+def default_client() -> Client:
+    """The process-wide client built from the environment.
+
+    Re-created after a fork (DataLoader workers), since HTTP connection pools and thread
+    pools do not survive one.
+    """
+    global _default
+    pid = os.getpid()
+    if _default is None or _default[0] != pid:
+        _default = (pid, Client())
+    return _default[1]
+
+

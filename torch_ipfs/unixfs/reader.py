@@ -1,0 +1,666 @@
+"""Reading UnixFS: files by byte range, directories (plain and HAMT), paths, stat.
+
+A UnixFS file is a tree: each dag-pb node holds some bytes of its own (``Data.Data``)
+followed by its children, and ``blocksizes[i]`` says how many file bytes live under
+link ``i``. That is what lets :meth:`UnixFSFile.read_range` descend straight to the
+leaves covering a range and never fetch a skipped subtree. Leaves are raw blocks
+(``bafkrei…``) or dag-pb ``File`` nodes with no links.
+
+Every block comes through ``source.get`` / ``source.get_many``, which verify it against
+its CID; on top of that each node is checked against what its parent promised (types,
+sizes), so a well-hashed but inconsistent DAG is a :class:`UnixFSFormatError`, never
+wrong bytes. A missing block is a :class:`BlockNotFoundError`, never a short read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import itertools
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from torch_ipfs.cid import CID, DAG_PB, RAW
+from torch_ipfs.dagpb import DataType, PBNode, UnixFSData, decode_node
+from torch_ipfs.errors import (
+    NotADirectoryError,  # noqa: A004 - ours subclasses the builtin
+    NotAFileError,
+    PathNotFoundError,
+    UnixFSFormatError,
+)
+from torch_ipfs.unixfs.hamt import DEFAULT_FANOUT, HASH_MURMUR3, bucket_at, hash_name
+from torch_ipfs.varint import decode_varint
+
+__all__ = [
+    "DirEntry",
+    "FileNode",
+    "NodeStat",
+    "UnixFSFile",
+    "decode_file_node",
+    "ls",
+    "resolve_path",
+    "stat",
+]
+
+log = logging.getLogger(__name__)
+
+EntryType = Literal["file", "dir", "symlink", "unknown"]
+
+#: Blocks requested ahead of the reader while streaming (bounded memory: at most about
+#: this many blocks are held, plus the inner nodes on the current path).
+DEFAULT_PREFETCH = 16
+#: Worker threads fetching (and hashing: hashlib releases the GIL) ahead while streaming.
+PREFETCH_THREADS = 4
+
+
+# -- file nodes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    """A decoded, checked node of a UnixFS file.
+
+    ``data`` is the node's own bytes (the whole block for a raw leaf), ``links`` and
+    ``sizes`` (``blocksizes``) its children, ``offsets[i]`` where child ``i`` starts,
+    relative to the node's first byte (so ``offsets[0] == len(data)``).
+    """
+
+    cid: CID
+    data: bytes | memoryview
+    links: tuple[CID, ...]
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+    size: int
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.links
+
+
+def decode_file_node(cid: CID, block: bytes, *, root: bool = False) -> FileNode:
+    """Decode a (verified) block as a node of a UnixFS file.
+
+    Raises :class:`NotAFileError` if ``root`` and the node is a directory, symlink or
+    other non-file; :class:`UnixFSFormatError` naming ``cid`` for anything inconsistent
+    (a non-file node inside a file, missing Data, blocksizes that do not match the links
+    or the filesize).
+    """
+    if cid.codec == RAW:
+        return FileNode(cid, block, (), (), (), len(block))
+    if cid.codec != DAG_PB:
+        if root:
+            raise NotAFileError(f"{cid} is {cid.codec_name}, not a UnixFS file")
+        raise UnixFSFormatError(f"{cid}: a {cid.codec_name} block inside a UnixFS file")
+    leaf = _decode_leaf(cid, block)
+    if leaf is not None:
+        return leaf
+    node, fsdata = _decode_unixfs(cid, block)
+    if fsdata.type not in (DataType.File, DataType.Raw):
+        kind = fsdata.type.name
+        if root:
+            raise NotAFileError(f"{cid} is a UnixFS {kind}, not a file")
+        raise UnixFSFormatError(f"{cid}: a UnixFS {kind} node inside a file")
+    if len(fsdata.blocksizes) != len(node.links):
+        raise UnixFSFormatError(
+            f"{cid}: {len(fsdata.blocksizes)} blocksizes for {len(node.links)} links"
+        )
+    data = fsdata.data or b""
+    offsets = []
+    pos = len(data)
+    for size in fsdata.blocksizes:
+        offsets.append(pos)
+        pos += size
+    if fsdata.filesize is not None and fsdata.filesize != pos:
+        raise UnixFSFormatError(
+            f"{cid}: filesize {fsdata.filesize} but data ({len(data)}) + blocksizes add up to {pos}"
+        )
+    return FileNode(
+        cid, data, tuple(link.cid for link in node.links), tuple(fsdata.blocksizes), tuple(offsets), pos
+    )
+
+
+def _decode_leaf(cid: CID, block: bytes) -> FileNode | None:
+    """Fast path for the commonest block, a dag-pb file leaf: a PBNode whose only field is
+    Data (``0a len unixfs``). The strict UnixFS decoder runs over a memoryview, so the
+    chunk bytes are not copied twice; anything else returns None (the general path)."""
+    if not block or block[0] != 0x0A:
+        return None
+    try:
+        length, pos = decode_varint(block, 1)
+    except ValueError:
+        return None
+    if pos + length != len(block):
+        return None
+    try:
+        fsdata = UnixFSData.decode(memoryview(block)[pos:])  # type: ignore[arg-type]
+    except UnixFSFormatError as e:
+        raise UnixFSFormatError(f"{cid}: {e}") from None
+    if fsdata.type not in (DataType.File, DataType.Raw) or fsdata.blocksizes:
+        return None  # not a leaf of a file: let the general path report it
+    data = fsdata.data if fsdata.data is not None else b""
+    if fsdata.filesize is not None and fsdata.filesize != len(data):
+        raise UnixFSFormatError(f"{cid}: filesize {fsdata.filesize} but the leaf holds {len(data)} bytes")
+    return FileNode(cid, data, (), (), (), len(data))
+
+
+def _decode_unixfs(cid: CID, block: bytes) -> tuple[PBNode, UnixFSData]:
+    try:
+        node = decode_node(block)
+        if node.data is None:
+            raise UnixFSFormatError("dag-pb node without UnixFS Data")
+        return node, UnixFSData.decode(node.data)
+    except UnixFSFormatError as e:
+        raise UnixFSFormatError(f"{cid}: {e}") from None
+
+
+@dataclass(slots=True)
+class _Span:
+    """A subtree still to read: ``cid`` covers file bytes ``[start, start + size)``."""
+
+    cid: CID
+    start: int
+    size: int
+    parent: CID
+    future: Future[FileNode] | None = None
+
+
+class _LRU:
+    """A small LRU map bounded by entry count and total bytes."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: OrderedDict[bytes, FileNode] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> FileNode | None:
+        with self._lock:
+            node = self._items.get(key)
+            if node is not None:
+                self._items.move_to_end(key)
+            return node
+
+    def put(self, key: bytes, node: FileNode, cost: int) -> None:
+        if cost > self.max_bytes or self.max_items <= 0:
+            return
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return
+            self._items[key] = node
+            self._bytes += cost
+            while len(self._items) > self.max_items or self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= _node_cost(old)
+
+
+def _node_cost(node: FileNode) -> int:
+    return len(node.data) + 48 * len(node.links)
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+class UnixFSFile:
+    """Random access to a UnixFS file (raw leaf, single dag-pb leaf or a DAG of any depth).
+
+    Args:
+        source: a :class:`~torch_ipfs.sources.base.BlockSource` (blocks come back verified).
+        cid: the file's root CID.
+        prefetch: how many blocks :meth:`iter_chunks` keeps requested ahead of the reader.
+        leaf_cache: how many recently read leaves :meth:`read_range` keeps decoded (so many
+            small reads inside one 256 KiB leaf fetch and hash it once); 0 disables.
+
+    Memory stays bounded: one root node, an LRU of up to 64 inner nodes, ``leaf_cache``
+    leaves, and while streaming about ``prefetch`` blocks.
+    """
+
+    def __init__(
+        self,
+        source,
+        cid: CID | str,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+        leaf_cache: int = 4,
+    ) -> None:
+        self.source = source
+        self.cid = CID.decode(cid)
+        self.prefetch = max(1, prefetch)
+        self._root = decode_file_node(self.cid, source.get(self.cid), root=True)
+        self._inner = _LRU(64, 8 * 1024 * 1024)
+        self._leaves = _LRU(leaf_cache, max(leaf_cache, 1) * 2 * 1024 * 1024 + 1)
+
+    @property
+    def size(self) -> int:
+        """The file's length in bytes."""
+        return self._root.size
+
+    def __len__(self) -> int:
+        return self._root.size
+
+    def __repr__(self) -> str:
+        return f"UnixFSFile({str(self.cid)!r}, size={self.size})"
+
+    # -- public reads --------------------------------------------------------------
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes from ``offset`` (fewer at the end of the file, ``b""``
+        past it), fetching only the blocks that cover the range."""
+        start, end = self._clamp(offset, length)
+        if start >= end:
+            return b""
+        parts = list(self._pieces(start, end, background=False))
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
+
+    def iter_chunks(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of ``[offset, offset + length)`` (to the end if ``length`` is
+        None) as they arrive, one piece per leaf, keeping up to ``prefetch`` blocks in
+        flight through ``source.get_many`` (which remote sources run in parallel)."""
+        start, end = self._clamp(offset, self.size if length is None else length)
+        if start >= end:
+            return
+        for piece in self._pieces(start, end, background=True):
+            # pieces may be memoryviews into leaf blocks: hand out plain bytes
+            yield piece if isinstance(piece, bytes) else bytes(piece)
+
+    def read(self) -> bytes:
+        """The whole file."""
+        return self.read_range(0, self.size)
+
+    def open(self, buffer_size: int = 256 * 1024) -> io.BufferedReader:
+        """A seekable, read-only binary file object over this file."""
+        return io.BufferedReader(UnixFSRawIO(self), buffer_size=buffer_size)
+
+    # -- the walk --------------------------------------------------------------------
+
+    def _clamp(self, offset: int, length: int) -> tuple[int, int]:
+        if offset < 0 or length < 0:
+            raise ValueError(f"offset and length must be non-negative, got {offset}, {length}")
+        start = min(offset, self.size)
+        return start, min(self.size, start + length)
+
+    def _pieces(self, lo: int, hi: int, *, background: bool) -> Iterator[bytes | memoryview]:
+        """Yield the file bytes of ``[lo, hi)`` in order.
+
+        The frontier holds the subtrees still to read, in file order. Blocks for the
+        first ``prefetch`` of them are requested in batches (through ``get_many``, in a
+        worker thread when ``background``), so fetching overlaps consuming. An inner node
+        that arrives is replaced in the frontier by its children that overlap the range.
+        """
+        frontier: deque[_Span] = deque()
+        yield from self._expand(self._root, 0, lo, hi, frontier)
+        if not frontier:
+            return
+        executor = None
+        if background:
+            executor = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="unixfs-prefetch")
+        try:
+            while frontier:
+                self._schedule(frontier, executor, keep_leaves=not background)
+                span = frontier.popleft()
+                node = span.future.result()  # type: ignore[union-attr]
+                yield from self._expand(node, span.start, lo, hi, frontier)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+                for span in frontier:  # cancelled batches: release their waiters' results
+                    if span.future is not None and not span.future.done():
+                        span.future.cancel()
+
+    def _expand(
+        self, node: FileNode, start: int, lo: int, hi: int, frontier: deque[_Span]
+    ) -> Iterator[bytes | memoryview]:
+        """Yield ``node``'s own bytes within range and push its overlapping children to
+        the front of the frontier (in order)."""
+        data = node.data
+        if data and start < hi and start + len(data) > lo:
+            a, b = max(lo - start, 0), min(hi - start, len(data))
+            yield data if (a == 0 and b == len(data)) else memoryview(data)[a:b]
+        if not node.links:
+            return
+        # first child whose end is past lo
+        first = max(bisect.bisect_right(node.offsets, lo - start) - 1, 0)
+        children = []
+        for i in range(first, len(node.links)):
+            child_start = start + node.offsets[i]
+            if child_start >= hi:
+                break
+            size = node.sizes[i]
+            if size == 0 or child_start + size <= lo:
+                continue
+            children.append(_Span(node.links[i], child_start, size, node.cid))
+        frontier.extendleft(reversed(children))
+
+    def _schedule(
+        self, frontier: deque[_Span], executor: ThreadPoolExecutor | None, *, keep_leaves: bool
+    ) -> None:
+        """Make sure the first ``prefetch`` spans of the frontier are requested.
+
+        Refills only when fewer than half are in flight, so batches stay large enough for
+        a parallel ``get_many`` to pay off.
+        """
+        window = list(itertools.islice(frontier, self.prefetch))
+        todo = [s for s in window if s.future is None]
+        if window[0].future is not None and len(todo) < max(1, self.prefetch // 2):
+            return
+        batch: list[_Span] = []
+        for span in todo:
+            cached = self._cached(span.cid)
+            span.future = Future()
+            if cached is not None:
+                self._check_child(cached, span)
+                span.future.set_result(cached)
+            else:
+                batch.append(span)
+        if not batch:
+            return
+        if executor is None:
+            self._fetch(batch, keep_leaves)
+        else:
+            # one get_many per worker, so block reads and hashing run in parallel
+            parts = min(PREFETCH_THREADS, len(batch))
+            step = -(-len(batch) // parts)
+            for i in range(0, len(batch), step):
+                executor.submit(self._fetch, batch[i:i + step], keep_leaves)
+
+    def _fetch(self, batch: list[_Span], keep_leaves: bool) -> None:
+        """Fetch ``batch`` with one ``get_many`` call, resolving each span's future in turn."""
+        i = 0
+        try:
+            for cid, block in self.source.get_many([s.cid for s in batch]):
+                span = batch[i]
+                if cid != span.cid:
+                    raise UnixFSFormatError(f"source returned {cid} when asked for {span.cid}")
+                node = decode_file_node(cid, block)
+                self._check_child(node, span)
+                if node.links:
+                    self._inner.put(cid.multihash, node, _node_cost(node))
+                elif keep_leaves:
+                    self._leaves.put(cid.multihash, node, _node_cost(node))
+                if not span.future.set_running_or_notify_cancel():  # type: ignore[union-attr]
+                    return
+                span.future.set_result(node)  # type: ignore[union-attr]
+                i += 1
+            if i != len(batch):
+                raise UnixFSFormatError(f"source returned {i} of {len(batch)} blocks asked for")
+        except BaseException as e:  # hand the error to whoever waits for these spans
+            for span in batch[i:]:
+                fut = span.future
+                if fut is not None and not fut.done() and fut.set_running_or_notify_cancel():
+                    fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+
+    def _cached(self, cid: CID) -> FileNode | None:
+        if cid.is_identity:
+            return decode_file_node(cid, cid.digest)
+        return self._inner.get(cid.multihash) or self._leaves.get(cid.multihash)
+
+    @staticmethod
+    def _check_child(node: FileNode, span: _Span) -> None:
+        if node.size != span.size:
+            kind = "raw leaf" if node.cid.codec == RAW else "node"
+            raise UnixFSFormatError(
+                f"{node.cid}: {kind} holds {node.size} bytes but its parent {span.parent} "
+                f"says {span.size}"
+            )
+
+
+class UnixFSRawIO(io.RawIOBase):
+    """A seekable raw stream over a :class:`UnixFSFile` (wrap it in a BufferedReader)."""
+
+    def __init__(self, file: UnixFSFile) -> None:
+        super().__init__()
+        self.file = file
+        self.name = str(file.cid)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.file.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer) -> int:
+        self._checkClosed()
+        view = memoryview(buffer).cast("B")
+        data = self.file.read_range(self._pos, len(view))
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+    def readall(self) -> bytes:
+        self._checkClosed()
+        out = bytearray()
+        if self._pos < self.file.size:
+            for chunk in self.file.iter_chunks(self._pos):
+                out += chunk
+        self._pos += len(out)
+        return bytes(out)
+
+
+# -- directories -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One directory entry: ``size`` is the link's Tsize (cumulative DAG size)."""
+
+    name: str
+    cid: CID
+    size: int | None
+    type: EntryType
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStat:
+    """What ``stat`` knows about a node: ``size`` is the file size (symlink target
+    length, 0 for directories), ``cumulative_size`` the block plus all linked Tsizes
+    (what ``ipfs files stat`` calls CumulativeSize), ``blocks`` the number of links."""
+
+    cid: CID
+    type: EntryType
+    size: int
+    cumulative_size: int
+    blocks: int
+    block_size: int
+    hamt: bool = False
+
+
+def _entry_type_of(cid: CID, block: bytes) -> EntryType:
+    if cid.codec == RAW:
+        return "file"
+    if cid.codec != DAG_PB:
+        return "unknown"
+    _, fsdata = _decode_unixfs(cid, block)
+    return {
+        DataType.File: "file",
+        DataType.Raw: "file",
+        DataType.Directory: "dir",
+        DataType.HAMTShard: "dir",
+        DataType.Symlink: "symlink",
+    }.get(fsdata.type, "unknown")
+
+
+def _directory(source, cid: CID) -> tuple[PBNode, UnixFSData]:
+    """Fetch ``cid`` and return it decoded, or raise NotADirectoryError."""
+    block = source.get(cid)
+    if cid.codec != DAG_PB:
+        raise NotADirectoryError(f"{cid} is a {cid.codec_name} block, not a directory")
+    node, fsdata = _decode_unixfs(cid, block)
+    if fsdata.type not in (DataType.Directory, DataType.HAMTShard):
+        raise NotADirectoryError(f"{cid} is a UnixFS {fsdata.type.name}, not a directory")
+    if fsdata.type == DataType.HAMTShard:
+        _check_shard(cid, fsdata)
+    return node, fsdata
+
+
+def _check_shard(cid: CID, fsdata: UnixFSData) -> None:
+    if fsdata.hash_type != HASH_MURMUR3:
+        raise UnixFSFormatError(f"{cid}: HAMT hash type {fsdata.hash_type} is not murmur3-x64-64")
+    if fsdata.fanout != DEFAULT_FANOUT:
+        raise UnixFSFormatError(f"{cid}: HAMT fanout {fsdata.fanout} is not supported (only 256)")
+
+
+def _shard_link(cid: CID, name: str | None) -> tuple[int, str | None]:
+    """Split a HAMT link name into (bucket, entry name or None for a child shard)."""
+    if name is None or len(name) < 2:
+        raise UnixFSFormatError(f"{cid}: HAMT link name {name!r} has no bucket prefix")
+    prefix = name[:2]
+    if prefix.upper() != prefix or any(c not in "0123456789ABCDEF" for c in prefix):
+        raise UnixFSFormatError(f"{cid}: HAMT link name {name!r} has a bad bucket prefix")
+    return int(prefix, 16), (name[2:] if len(name) > 2 else None)
+
+
+def _walk_shard(source, cid: CID, node: PBNode) -> Iterator[tuple[str, CID, int | None]]:
+    """Yield every entry of a HAMT shard and its child shards, in bucket order."""
+    entries: list[tuple[str | None, CID, int | None]] = []
+    shard_cids = []
+    for link in node.links:
+        _, entry = _shard_link(cid, link.name)
+        entries.append((entry, link.cid, link.tsize))
+        if entry is None:
+            shard_cids.append(link.cid)
+    children: dict[CID, PBNode] = {}
+    for child_cid, block in source.get_many(shard_cids):
+        if child_cid.codec != DAG_PB:
+            raise UnixFSFormatError(f"{cid}: HAMT child shard {child_cid} is {child_cid.codec_name}")
+        child, fsdata = _decode_unixfs(child_cid, block)
+        if fsdata.type != DataType.HAMTShard:
+            raise UnixFSFormatError(f"{cid}: child shard {child_cid} is a UnixFS {fsdata.type.name}")
+        _check_shard(child_cid, fsdata)
+        children[child_cid] = child
+    for entry, link_cid, tsize in entries:
+        if entry is None:
+            yield from _walk_shard(source, link_cid, children[link_cid])
+        else:
+            yield entry, link_cid, tsize
+
+
+def ls(source, cid: CID | str, *, resolve_types: bool = True) -> list[DirEntry]:
+    """List a directory (plain or HAMT-sharded; every shard node is walked).
+
+    With ``resolve_types`` (default, like ``ipfs ls``) each dag-pb child is fetched (in
+    one ``get_many`` batch) to report file/dir/symlink; without it only raw children are
+    known to be files and the rest are ``"unknown"``.
+    """
+    cid = CID.decode(cid)
+    node, fsdata = _directory(source, cid)
+    if fsdata.type == DataType.HAMTShard:
+        raw_entries = list(_walk_shard(source, cid, node))
+    else:
+        raw_entries = [(link.name or "", link.cid, link.tsize) for link in node.links]
+    types: dict[CID, EntryType] = {}
+    if resolve_types:
+        wanted = list(dict.fromkeys(c for _, c, _ in raw_entries if c.codec == DAG_PB))
+        for child, block in source.get_many(wanted):
+            types[child] = _entry_type_of(child, block)
+    out = []
+    for name, child, tsize in raw_entries:
+        kind: EntryType = "file" if child.codec == RAW else types.get(child, "unknown")
+        out.append(DirEntry(name, child, tsize, kind))
+    return out
+
+
+def _lookup(source, cid: CID, node: PBNode, fsdata: UnixFSData, name: str, where: str) -> CID:
+    if fsdata.type == DataType.Directory:
+        for link in node.links:
+            if link.name == name:
+                return link.cid
+        raise PathNotFoundError(where, name)
+    # HAMT: follow only the bucket the name hashes to, one level per byte of the hash.
+    name_hash = hash_name(name)
+    shard_cid, shard = cid, node
+    for depth in itertools.count():
+        try:
+            bucket = bucket_at(name_hash, depth)
+        except ValueError as e:
+            raise UnixFSFormatError(f"{shard_cid}: {e}") from None
+        next_shard: CID | None = None
+        for link in shard.links:
+            link_bucket, entry = _shard_link(shard_cid, link.name)
+            if link_bucket != bucket:
+                continue
+            if entry is None:
+                next_shard = link.cid
+            elif entry == name:
+                return link.cid
+        if next_shard is None:
+            raise PathNotFoundError(where, name)
+        shard_cid = next_shard
+        shard, sub = _directory(source, shard_cid)
+        if sub.type != DataType.HAMTShard:
+            raise UnixFSFormatError(f"{cid}: child shard {shard_cid} is a UnixFS {sub.type.name}")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resolve_path(source, root: CID | str, path: str | Iterable[str]) -> CID:
+    """The CID at ``path`` below ``root`` (``"a/b/c"`` or a list of segments).
+
+    HAMT directories are resolved by hashing the name and fetching only the shard nodes
+    on its bucket path. Raises :class:`PathNotFoundError` for a missing segment and
+    :class:`NotADirectoryError` when the path goes through a file or symlink.
+    """
+    cid = CID.decode(root)
+    segments = [s for s in path.split("/") if s] if isinstance(path, str) else list(path)
+    done: list[str] = []
+    for segment in segments:
+        where = "/ipfs/" + "/".join([str(root), *done])
+        try:
+            node, fsdata = _directory(source, cid)
+        except NotADirectoryError:
+            raise NotADirectoryError(
+                f"{where} ({cid}) is not a directory, cannot look up {segment!r}"
+            ) from None
+        cid = _lookup(source, cid, node, fsdata, segment, where)
+        done.append(segment)
+    return cid
+
+
+def stat(source, cid: CID | str) -> NodeStat:
+    """Type, size, link count and cumulative size of the node ``cid`` (one fetch)."""
+    cid = CID.decode(cid)
+    block = source.get(cid)
+    if cid.codec == RAW:
+        return NodeStat(cid, "file", len(block), len(block), 0, len(block))
+    if cid.codec != DAG_PB:
+        raise UnixFSFormatError(f"{cid} is {cid.codec_name}, not a UnixFS node")
+    node, fsdata = _decode_unixfs(cid, block)
+    cumulative = len(block) + sum(link.tsize or 0 for link in node.links)
+    kind = _entry_type_of(cid, block)
+    if kind == "file":
+        size = decode_file_node(cid, block).size
+    elif kind == "symlink":
+        size = len(fsdata.data or b"")
+    else:
+        size = 0
+    return NodeStat(
+        cid, kind, size, cumulative, len(node.links), len(block), hamt=fsdata.type == DataType.HAMTShard
+    )

@@ -1,0 +1,91 @@
+"""Where torch_ipfs keeps its data, and the settings read from the environment.
+
+=========================  ===========================================================
+``TORCH_IPFS_HOME``        directory of the embedded store (default: the user cache dir,
+                           ``$XDG_CACHE_HOME/torch_ipfs`` or ``~/.cache/torch_ipfs``)
+``TORCH_IPFS_API``         a Kubo RPC address (multiaddr or URL); unset or empty = none
+``TORCH_IPFS_GATEWAYS``    comma-separated trustless gateway base URLs; unset = none
+``TORCH_IPFS_CACHE_BYTES`` size limit of the disk cache in front of remote sources
+                           (``10737418240``, ``10G``, ``512MiB``; default 10 GiB)
+=========================  ===========================================================
+
+Nothing here touches the disk or the network: it only reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_CACHE_BYTES", "Settings", "default_home", "parse_size"]
+
+ENV_HOME = "TORCH_IPFS_HOME"
+ENV_API = "TORCH_IPFS_API"
+ENV_GATEWAYS = "TORCH_IPFS_GATEWAYS"
+ENV_CACHE_BYTES = "TORCH_IPFS_CACHE_BYTES"
+
+#: Default size limit of the disk cache in front of remote sources.
+DEFAULT_CACHE_BYTES = 10 * 1024**3
+
+_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The embedded store's directory: ``$TORCH_IPFS_HOME``, else ``torch_ipfs`` in the
+    user's cache directory (``$XDG_CACHE_HOME`` when it is an absolute path, as the XDG
+    spec asks, else ``~/.cache``)."""
+    env = os.environ if environ is None else environ
+    home = env.get(ENV_HOME, "").strip()
+    if home:
+        return Path(home).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "torch_ipfs"
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte count: ``1048576``, ``10G``/``10GB`` (powers of 1000) or
+    ``512MiB``/``512Mi`` (powers of 1024). Raises :class:`ValueError` naming the input."""
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"invalid size {text!r}: must not be negative")
+        return text
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"invalid size {text!r}: expected a byte count such as 1048576, 10G or 512MiB")
+    number, unit, binary = int(m.group(1)), m.group(2).lower(), m.group(3)
+    if binary and not unit:
+        raise ValueError(f"invalid size {text!r}: 'i' needs a unit (KiB, MiB, GiB, TiB)")
+    scale = 1024 ** ("kmgt".index(unit) + 1) if binary else _UNITS[unit]
+    return number * scale
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration a client is built from (see the module docstring for the variables).
+
+    ``api`` is ``None`` when no Kubo node is configured; ``gateways`` is empty when no
+    gateway is: public gateways are never used unless listed here.
+    """
+
+    home: Path
+    api: str | None = None
+    gateways: list[str] = field(default_factory=list)
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        api = env.get(ENV_API, "").strip() or None
+        gateways = [g.strip() for g in env.get(ENV_GATEWAYS, "").split(",") if g.strip()]
+        raw_cache = env.get(ENV_CACHE_BYTES, "").strip()
+        try:
+            cache_bytes = parse_size(raw_cache) if raw_cache else DEFAULT_CACHE_BYTES
+        except ValueError as e:
+            raise ValueError(f"{ENV_CACHE_BYTES}: {e}") from None
+        return cls(home=default_home(env), api=api, gateways=gateways, cache_bytes=cache_bytes)

@@ -27,6 +27,25 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is exit status 1 and an ``Error:`` line, like every
+    other user error (argparse's own convention is status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"Error: {message}\n")
+
+
 def _client():
     from torch_ipfs.client import Client
 
@@ -37,24 +56,32 @@ def _client():
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    client = _client()
     options = {"cid_version": args.cid_version, "chunker": args.chunker, "hidden": args.hidden}
     if args.raw_leaves is not None:
         options["raw_leaves"] = args.raw_leaves
+    # Check every path before adding anything (as Kubo opens them all first).
     for target in args.paths:
         path = Path(target)
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(f"{target}: no such file or directory")
         if path.is_dir() and not args.recursive:
             raise IPFSError(f"{target} is a directory, use the '-r' flag to add directories")
-        if not path.exists():
-            raise FileNotFoundError(f"{target}: no such file or directory")
+    if args.wrap_with_directory and len(args.paths) > 1:
+        raise IPFSError("-w with several paths is not supported; put them in one folder and add that")
+    client = _client()
+    last = None
+    for target in args.paths:
         entries = client.add_all(
-            path, pin=args.pin, only_hash=args.only_hash, wrap=args.wrap_with_directory, **options
+            Path(target), pin=args.pin, only_hash=args.only_hash, wrap=args.wrap_with_directory, **options
         )
-        if args.quiet:
-            print(entries[-1].cid)
-        else:
-            for entry in entries:
-                print(f"added {entry.cid} {entry.name}".rstrip())
+        last = entries[-1].cid
+        if args.quieter:
+            continue
+        for entry in entries:
+            # exactly Kubo's line, including the space before an empty (-w wrapper) name
+            print(entry.cid if args.quiet else f"added {entry.cid} {entry.name}")
+    if args.quieter:  # like Kubo: only the very last hash
+        print(last)
     return 0
 
 
@@ -72,9 +99,16 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     client = _client()
+    rows = []
     for entry in client.ls(args.address):
-        suffix = "/" if entry.type == "dir" else ""
-        print(f"{entry.cid} {entry.size} {entry.name}{suffix}")
+        if entry.type == "dir":
+            rows.append((str(entry.cid), "-", entry.name + "/"))
+        else:  # Kubo shows the file's size (not the DAG's) for files and symlinks
+            rows.append((str(entry.cid), str(client.stat(entry.cid).size), entry.name))
+    # the columns Kubo's tabwriter makes: each cell padded to the widest one plus one space
+    widths = [max((len(row[i]) for row in rows), default=0) + 1 for i in range(2)]
+    for cid, size, name in rows:
+        print(f"{cid:<{widths[0]}}{size:<{widths[1]}}{name}")
     return 0
 
 
@@ -155,11 +189,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from torch_ipfs.export import dataset_from_spec, export
+
+    dataset = dataset_from_spec(args.dataset, root=args.root, kwargs=dict(args.arg))
+    destination = f"car:{args.car}" if args.car else f"kubo:{args.kubo}" if args.kubo else "store"
+    cid = export(
+        dataset,
+        samples_per_shard=args.samples_per_shard,
+        shard_bytes=args.shard_bytes,
+        image_format=args.image_format,
+        jpeg_quality=args.jpeg_quality,
+        name=args.name,
+        description=args.description,
+        parent=args.parent,
+        destination=destination,
+        progress=not args.quiet and sys.stderr.isatty(),
+        client=None if args.kubo or args.car else _client(),
+    )
+    print(cid if args.quiet else f"exported {len(dataset)} samples to {cid}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torch-ipfs",
         description="Content-addressed datasets for PyTorch. Reads verify every block; "
         "the embedded store needs no daemon.",
@@ -168,42 +231,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("add", help="import files or directories (same CIDs as `ipfs add`)")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files (and with -r directories) to add")
     p.add_argument("-r", "--recursive", action="store_true", help="add directories recursively")
-    p.add_argument("-Q", "--quieter", dest="quiet", action="store_true", help="print only the root CID")
-    p.add_argument("-q", "--quiet", dest="quiet", action="store_true", help="same as -Q here")
+    p.add_argument("-Q", "--quieter", action="store_true", help="print only the final CID")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the CIDs, one per line")
     p.add_argument("-n", "--only-hash", action="store_true", help="compute CIDs, store nothing")
-    p.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
-    p.add_argument("--raw-leaves", type=_bool, nargs="?", const=True, default=None)
+    p.add_argument("--cid-version", type=int, choices=(0, 1), default=0, help="0 (Kubo's default) or 1")
+    p.add_argument(
+        "--raw-leaves", action=argparse.BooleanOptionalAction, default=None,
+        help="raw blocks for file chunks (default: on with --cid-version 1); --raw-leaves=false works too",
+    )
     p.add_argument("--chunker", "-s", default="size-262144", help="chunker spec, e.g. size-262144")
     p.add_argument("-H", "--hidden", action="store_true", help="include files whose name starts with '.'")
-    p.add_argument("-w", "--wrap-with-directory", action="store_true")
+    p.add_argument("-w", "--wrap-with-directory", action="store_true", help="wrap PATH in a directory")
     p.add_argument("--pin", type=_bool, default=True, metavar="BOOL", help="pin the result (default true)")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("cat", help="print a file (or a byte range of it)")
     p.add_argument("address", help="CID, CID/path, ipfs://..., /ipfs/... or a gateway URL")
-    p.add_argument("-o", "--offset", type=int, default=0)
-    p.add_argument("-l", "--length", type=int, default=None)
+    p.add_argument("-o", "--offset", type=_non_negative, default=0, help="first byte to print")
+    p.add_argument("-l", "--length", type=_non_negative, default=None, help="number of bytes to print")
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("ls", help="list a directory")
-    p.add_argument("address")
+    p.add_argument("address", help="a directory's CID or address")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("get", help="write a file or directory to disk")
     p.add_argument("address")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="where to write (default: the last path segment, or the CID)")
     p.set_defaults(func=cmd_get)
 
     dag = sub.add_parser("dag", help="CAR import/export").add_subparsers(dest="dag_command", required=True)
     p = dag.add_parser("export", help="write a DAG as a CARv1 to stdout (or -o FILE)")
     p.add_argument("address")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
     p.set_defaults(func=cmd_dag_export)
     p = dag.add_parser("import", help="import CAR files (v1 or v2), verifying every block")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--pin-roots", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--pin-roots", type=_bool, default=True, metavar="BOOL", help="pin the CAR's roots (default true)"
+    )
     p.set_defaults(func=cmd_dag_import)
 
     block = sub.add_parser("block", help="raw blocks").add_subparsers(dest="block_command", required=True)
@@ -230,14 +298,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the embedded store as a trustless HTTP gateway")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="pack a dataset into reproducible tar shards; print the root CID")
+    p.add_argument("dataset", help="an ImageFolder-style directory, module:callable, or a torchvision class")
+    p.add_argument("--root", help="root= for a torchvision dataset class (never downloads)")
+    p.add_argument("--arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the dataset (repeatable; Python literals parsed)")  # fmt: skip
+    p.add_argument("--samples-per-shard", type=int, default=None)
+    p.add_argument("--shard-bytes", type=int, default=None, help="shard size limit (default 256 MiB)")
+    p.add_argument("--image-format", choices=("png", "jpeg"), default="png")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--name")
+    p.add_argument("--description")
+    p.add_argument("--parent", help="CID of the dataset this one derives from (provenance)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--car", help="write a CAR file instead of using the embedded store")
+    where.add_argument("--kubo", metavar="API", help="send to this Kubo node (dag import + pin)")
+    p.add_argument("-Q", "--quiet", action="store_true", help="print only the root CID")
+    p.set_defaults(func=cmd_export)
     return parser
+
+
+_FLAGS = ("--raw-leaves",)
+
+
+def _flag_values(argv: list[str]) -> list[str]:
+    """Accept Kubo's ``--flag=true|false`` spelling for on/off flags (``--raw-leaves=false``
+    becomes ``--no-raw-leaves``); a bare ``--raw-leaves`` never swallows the next path."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if eq and name in _FLAGS:
+            try:
+                arg = name if _bool(value) else "--no-" + name[2:]
+            except argparse.ArgumentTypeError as e:
+                raise SystemExit(_usage_error(f"argument {name}: {e}")) from None
+        out.append(arg)
+    return out
+
+
+def _usage_error(message: str) -> int:
+    build_parser().print_usage(sys.stderr)
+    print(f"Error: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``torch-ipfs`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_flag_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)

@@ -14,18 +14,22 @@ verified against its CID before it is used.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
+from torch_ipfs.config import Settings
 from torch_ipfs.errors import UnixFSFormatError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
 
 __all__ = ["Client", "default_client"]
+
+T = TypeVar("T")
 
 
 def _env_list(name: str) -> list[str]:
@@ -61,8 +65,8 @@ class Client:
         elif isinstance(gateways, str):
             gateways = [g.strip() for g in gateways.split(",") if g.strip()]
         self.gateways = list(gateways)
-        if cache_bytes is None:
-            cache_bytes = int(os.environ.get("TORCH_IPFS_CACHE_BYTES", str(10 * 1024**3)))
+        if cache_bytes is None:  # "10G", "512MiB" or a plain byte count
+            cache_bytes = Settings.from_env().cache_bytes
         self.cache_bytes = cache_bytes
         self._remote: list[BlockSource] = []
         if sources is not None:
@@ -138,29 +142,28 @@ class Client:
     def get(self, address: str | CID | IPFSPath, target: str | os.PathLike[str]) -> None:
         """Write the file or directory tree at ``address`` to ``target`` (like ``ipfs get``).
 
-        Each file is written to a temporary name and renamed when complete and verified.
+        Each file is written to a temporary name and renamed when complete and verified
+        (a failed read leaves no partial file behind); symlinks are recreated as symlinks.
+        Entry names that could escape ``target`` are refused.
         """
-        from torch_ipfs.unixfs.reader import ls, stat
+        from torch_ipfs.unixfs.reader import UnixFSFile, ls, stat
 
         path = parse_address(address)
         source = self._source_for(path)
         todo = [(self.resolve(path), Path(target))]
         while todo:
             cid, dest = todo.pop()
-            if stat(source, cid).type == "dir":
+            kind = stat(source, cid).type
+            if kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
                 for entry in ls(source, cid):
-                    if entry.name in ("", ".", "..") or "/" in entry.name:
+                    if entry.name in ("", ".", "..") or "/" in entry.name or "\0" in entry.name:
                         raise UnixFSFormatError(f"refusing directory entry name {entry.name!r} in {cid}")
                     todo.append((entry.cid, dest / entry.name))
-                continue
-            from torch_ipfs.unixfs.reader import UnixFSFile
-
-            tmp = dest.with_name(dest.name + ".part")
-            with open(tmp, "wb") as fh:
-                for piece in UnixFSFile(source, cid).iter_chunks():
-                    fh.write(piece)
-            os.replace(tmp, dest)
+            elif kind == "symlink":
+                _replace_with_symlink(dest, _symlink_target(cid, source.get(cid)))
+            else:
+                _write_atomically(dest, _copy_pieces(UnixFSFile(source, cid).iter_chunks()))
 
     def block_get(self, cid: str | CID) -> bytes:
         """One verified block."""
@@ -209,11 +212,8 @@ class Client:
         path = parse_address(address)
         root = self.resolve(path)
         if isinstance(out, (str, os.PathLike)):
-            tmp = Path(f"{os.fspath(out)}.part")
-            with open(tmp, "wb") as fh:
-                n = export_car(self._source_for(path), root, fh)
-            os.replace(tmp, out)
-            return n
+            source = self._source_for(path)
+            return _write_atomically(Path(out), lambda fh: export_car(source, root, fh))
         return export_car(self._source_for(path), root, out)
 
     def import_car(self, car: BinaryIO | str | os.PathLike[str] | bytes, *, pin: bool = True) -> list[CID]:
@@ -243,19 +243,63 @@ class Client:
         self.close()
 
 
-_default: tuple[int, Client] | None = None
+def _write_atomically(dest: Path, write: Callable[[BinaryIO], T]) -> T:
+    """Run ``write(fh)`` on ``dest.part`` and rename it to ``dest`` when it returns; on
+    any error the partial file is removed. Returns what ``write`` returned."""
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with open(tmp, "wb") as fh:
+            result = write(fh)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return result
+
+
+def _copy_pieces(pieces: Iterable[bytes]) -> Callable[[BinaryIO], None]:
+    def write(fh: BinaryIO) -> None:
+        for piece in pieces:
+            fh.write(piece)
+
+    return write
+
+
+def _symlink_target(cid: CID, block: bytes) -> str:
+    from torch_ipfs.dagpb import UnixFSData, decode_node
+
+    data = UnixFSData.decode(decode_node(block).data or b"").data or b""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnixFSFormatError(f"{cid}: symlink target is not UTF-8") from None
+
+
+def _replace_with_symlink(dest: Path, target: str) -> None:
+    if "\0" in target:
+        raise UnixFSFormatError(f"refusing symlink target {target!r} for {dest}")
+    tmp = dest.with_name(dest.name + ".part")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, dest)
+
+
+_ENV_VARS = ("TORCH_IPFS_HOME", "TORCH_IPFS_API", "TORCH_IPFS_GATEWAYS", "TORCH_IPFS_CACHE_BYTES")
+_default: tuple[tuple[object, ...], Client] | None = None
 
 
 def default_client() -> Client:
     """The process-wide client built from the environment.
 
     Re-created after a fork (DataLoader workers), since HTTP connection pools and thread
-    pools do not survive one.
+    pools do not survive one, and when one of the ``TORCH_IPFS_*`` variables changed
+    (a test or a notebook pointing ``TORCH_IPFS_HOME`` elsewhere must not keep reading
+    the old store).
     """
     global _default
-    pid = os.getpid()
-    if _default is None or _default[0] != pid:
-        _default = (pid, Client())
+    key = (os.getpid(), *(os.environ.get(name) for name in _ENV_VARS))
+    if _default is None or _default[0] != key:
+        _default = (key, Client())
     return _default[1]
-
-

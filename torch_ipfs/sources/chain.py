@@ -48,7 +48,8 @@ class SourceChain(BlockSource):
             except BlockNotFoundError as e:
                 errors.append(e)
             except (IntegrityError, SourceError) as e:
-                log.warning("%s failed for %s: %s; trying the next source", source.name, cid, e)
+                if source is not self.sources[-1]:  # the last failure is in the raised error
+                    log.warning("%s failed for %s: %s; trying the next source", source.name, cid, e)
                 errors.append(e)
         raise self._failure(cid, errors)
 

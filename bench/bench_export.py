@@ -64,7 +64,7 @@ def run_webdataset(dataset: CifarLike, per_shard: int, out: Path) -> tuple[float
 
 def run_torch_ipfs(dataset: CifarLike, per_shard: int, home: Path) -> tuple[float, int, str]:
     from torch_ipfs.client import Client
-    from torch_ipfs.export import export_dataset
+    from torch_ipfs.exporter import export_dataset
 
     client = Client(home=home, api="", gateways=[])
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torch_ipfs.cid import CID
 from torch_ipfs.datasets import IPFSIterableDataset
-from torch_ipfs.export import export
+from torch_ipfs.exporter import export
 from torch_ipfs.sources.base import NullStore
 
 FEATURES = 16

@@ -26,7 +26,7 @@ import torchvision
 from PIL import Image
 
 from torch_ipfs.datasets import IPFSDataset
-from torch_ipfs.export import export
+from torch_ipfs.exporter import export
 
 
 def make_image_folder(root: Path, per_class: int = 20) -> Path:

@@ -20,7 +20,7 @@ import time
 
 from torch_ipfs.client import Client
 from torch_ipfs.datasets import IPFSDataset
-from torch_ipfs.export import export
+from torch_ipfs.exporter import export
 
 
 def main(argv: list[str] | None = None) -> int:

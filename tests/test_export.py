@@ -17,7 +17,7 @@ from standins.kubo_rpc import KuboStandIn
 from torch_ipfs.cid import CID
 from torch_ipfs.client import Client
 from torch_ipfs.encoders import Audio, EncodeError, EncoderOptions, encode_value, sample_fields
-from torch_ipfs.export import IPFSDatasetExporter, export, export_dataset, import_from_ipfs
+from torch_ipfs.exporter import IPFSDatasetExporter, export, export_dataset, import_from_ipfs
 from torch_ipfs.sources.base import MemoryStore, NullStore
 from torch_ipfs.unixfs.reader import ls
 

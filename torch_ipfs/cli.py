@@ -197,7 +197,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from torch_ipfs.export import dataset_from_spec, export
+    from torch_ipfs.exporter import dataset_from_spec, export
 
     dataset = dataset_from_spec(args.dataset, root=args.root, kwargs=dict(args.arg))
     destination = f"car:{args.car}" if args.car else f"kubo:{args.kubo}" if args.kubo else "store"

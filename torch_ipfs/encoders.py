@@ -1,6 +1,6 @@
 """Sample encoders: turn the samples a dataset returns into named, typed byte fields.
 
-The exporter (:mod:`torch_ipfs.export`) writes each sample as a group of files in a tar
+The exporter (:mod:`torch_ipfs.exporter`) writes each sample as a group of files in a tar
 shard, WebDataset style: ``<key>.<field>``, where the extension at the end of the field
 name tells a reader how to decode it. Every encoding here is deterministic (the same
 value gives the same bytes on every run: no timestamps, no host metadata) and none uses

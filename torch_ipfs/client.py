@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
-from torch_ipfs.config import Settings
+from torch_ipfs.config import Settings, parse_size
 from torch_ipfs.errors import UnixFSFormatError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
@@ -30,10 +30,6 @@ from torch_ipfs.sources.chain import SourceChain
 __all__ = ["Client", "default_client"]
 
 T = TypeVar("T")
-
-
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 class Client:
@@ -53,21 +49,21 @@ class Client:
         home: str | os.PathLike[str] | None = None,
         api: str | None = None,
         gateways: Sequence[str] | str | None = None,
-        cache_bytes: int | None = None,
+        cache_bytes: int | str | None = None,
         sources: Sequence[BlockSource] | None = None,
     ) -> None:
         from torch_ipfs.sources.local import LocalStore
 
+        settings = Settings.from_env()
         self.store = LocalStore(home)
-        self.api = os.environ.get("TORCH_IPFS_API", "") if api is None else api
+        self.api = (settings.api or "") if api is None else api
         if gateways is None:
-            gateways = _env_list("TORCH_IPFS_GATEWAYS")
+            gateways = settings.gateways
         elif isinstance(gateways, str):
             gateways = [g.strip() for g in gateways.split(",") if g.strip()]
         self.gateways = list(gateways)
-        if cache_bytes is None:  # "10G", "512MiB" or a plain byte count
-            cache_bytes = Settings.from_env().cache_bytes
-        self.cache_bytes = cache_bytes
+        # "10G", "512MiB" or a plain byte count
+        self.cache_bytes = settings.cache_bytes if cache_bytes is None else parse_size(cache_bytes)
         self._remote: list[BlockSource] = []
         if sources is not None:
             self.source: BlockSource = SourceChain(list(sources))
@@ -85,7 +81,7 @@ class Client:
             from torch_ipfs.sources.cache import CachedSource
 
             remote = self._remote[0] if len(self._remote) == 1 else SourceChain(self._remote)
-            chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=cache_bytes))
+            chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=self.cache_bytes))
         self.source = SourceChain(chain)
 
     # -- reading ----------------------------------------------------------------------

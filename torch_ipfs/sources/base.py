@@ -7,8 +7,9 @@ refused, and every block is hashed against its CID before anyone sees it. So a b
 can be as untrusted as a public gateway and nothing it returns is used unverified.
 
 Backends that can do better than one block at a time override :meth:`get_many`
-(parallel fetches), :meth:`fetch_dag` (a whole DAG or byte range in one request) or
-:meth:`has`. Writable stores also implement :class:`BlockStore`.
+(parallel fetches) or :meth:`has`, and may offer whole-DAG or byte-range requests of
+their own (``GatewaySource.fetch_car`` / ``read_range``). Writable stores also implement
+:class:`BlockStore`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,303 @@
+"""The datasets users touch: ``DataLoader(IPFSDataset("ipfs://<cid>"))``.
+
+- :class:`IPFSDataset` is map-style (``len``, ``ds[i]``): each item reads only that
+  sample's bytes (a byte range of a tar shard, one zip member, one file). It works with
+  ``DistributedSampler``, ``random_split`` and shuffling DataLoaders.
+- :class:`IPFSIterableDataset` streams shards in order with bounded memory, split across
+  DDP ranks and DataLoader workers exactly once per epoch by
+  :class:`torch_ipfs.sharding.ShardedIterableDataset`.
+
+Both take a root whose layout is detected (see :mod:`torch_ipfs.formats.detect` and
+docs/layouts.md), or a list of :class:`~torch_ipfs.formats.detect.IPFSObject` as the
+``ipfs-dataset`` package had them, and return samples the way torchvision does:
+
+- a dataset exported from ``(image, target)`` pairs gives ``(image, target)`` back, the
+  image a PIL image (``transform`` receives it, as in torchvision), ``target`` an int
+  (``target_transform`` receives it);
+- ``fields=("png", "cls")`` picks fields into a tuple (for WebDataset tars made elsewhere);
+- otherwise a sample is a dict of its fields (``transform`` receives the dict).
+
+Errors in one sample follow ``on_error``: ``"raise"`` (default), ``"warn"`` or
+``"skip"``; every skipped sample is logged and counted in :attr:`skipped` (per process:
+each DataLoader worker counts its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch.utils.data
+
+from torch_ipfs.decoders import Decoder, PickleRefusedError
+from torch_ipfs.errors import IPFSError
+from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema
+from torch_ipfs.formats.detect import IPFSObject, RemoteFileType, open_layout
+from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset
+
+__all__ = ["IPFSDataset", "IPFSIterableDataset", "IPFSObject", "RemoteFileType", "SampleError"]
+
+log = logging.getLogger(__name__)
+
+_ON_ERROR = ("raise", "warn", "skip")
+
+
+class SampleError(IPFSError):
+    """A sample that could not be read or decoded (``.index`` / ``.key`` say which)."""
+
+    def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
+        self.index, self.key = index, key
+        super().__init__(message)
+
+
+def _check_option(name: str, value: str, valid: Sequence[str]) -> str:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
+    return value
+
+
+class _SampleReader:
+    """What both dataset kinds share: the layout, decoding, assembly, transforms, errors."""
+
+    _repr_indent = 4
+
+    def __init__(
+        self,
+        root: Any,
+        *,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+        decode: Any = "auto",
+        fields: Sequence[str] | None = None,
+        client: Any = None,
+        on_error: str = "raise",
+        allow_pickle: bool = False,
+        sample_rate: int | None = None,
+        layout: str | None = None,
+    ) -> None:
+        self.root = root
+        self.transform = transform
+        self.target_transform = target_transform
+        self.on_error = _check_option("on_error", on_error, _ON_ERROR)
+        self.fields = tuple(fields) if fields is not None else None
+        if isinstance(fields, str):
+            raise TypeError(f"fields must be a sequence of field names, e.g. ({fields!r},), not a string")
+        self.decoder = Decoder(decode, allow_pickle=allow_pickle, sample_rate=sample_rate)
+        self.layout: Layout = open_layout(root, ClientHandle(client), layout=layout)
+        #: samples skipped (``on_error="skip"``/``"warn"``) in this process
+        self.skipped = 0
+
+    # -- public helpers (for subclasses overriding __getitem__) ---------------------------
+
+    @property
+    def schema(self) -> SampleSchema:
+        return self.layout.schema
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names, when the dataset declares them (torchvision's attribute)."""
+        return self.schema.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int] | None:
+        return {c: i for i, c in enumerate(self.classes)} if self.classes is not None else None
+
+    def read_raw(self, index: int) -> RawSample:
+        """Sample ``index`` as undecoded fields (reads only its bytes)."""
+        return self.layout.read_sample(index)
+
+    def decode_sample(self, raw: RawSample) -> Any:
+        """Decode, assemble and transform a raw sample into what ``__getitem__`` returns."""
+        schema = self.schema
+        decoded = self.decoder.decode_fields(
+            raw.fields, schema.types, f"{self.layout.where}: sample {raw.key!r}"
+        )
+        if self.fields is not None:
+            return self._apply(tuple(_pick(decoded, f, raw.key) for f in self.fields), label_pos=-1)
+        structure = raw.structure or schema.structure
+        if structure == "tuple":
+            names = [f for f in schema.types if f in decoded] if schema.types else list(decoded)
+            if schema.types and len(names) != len(schema.types):
+                missing = [f for f in schema.types if f not in decoded]
+                raise SampleError(f"sample {raw.key!r} lacks fields {missing}", key=raw.key)
+            label = names.index(schema.label_field) if schema.label_field in names else -1
+            return self._apply(tuple(decoded[f] for f in names), label_pos=label)
+        if structure == "single":
+            if len(decoded) != 1:
+                raise SampleError(
+                    f"sample {raw.key!r} has fields {sorted(decoded)}, expected one", key=raw.key
+                )
+            value = next(iter(decoded.values()))
+            return self.transform(value) if self.transform is not None else value
+        sample = {raw.keys.get(f) or schema.keys.get(f, f): v for f, v in decoded.items()}
+        label = schema.label_field
+        if label is not None:
+            label = raw.keys.get(label) or schema.keys.get(label, label)
+        if self.target_transform is not None and label in sample:
+            sample[label] = self.target_transform(sample[label])
+        if schema.with_key:
+            sample["__key__"] = raw.key
+        return self.transform(sample) if self.transform is not None else sample
+
+    def _apply(self, values: tuple[Any, ...], label_pos: int) -> tuple[Any, ...]:
+        out = list(values)
+        if self.transform is not None and out:
+            out[0] = self.transform(out[0])
+        if self.target_transform is not None and len(out) >= 2:
+            out[label_pos] = self.target_transform(out[label_pos])
+        return tuple(out)
+
+    def _failed(self, error: Exception, what: str) -> None:
+        """Raise, or count and report a skipped sample, as ``on_error`` says."""
+        if self.on_error == "raise" or isinstance(error, PickleRefusedError):
+            raise error
+        self.skipped += 1
+        message = f"skipping {what} of {self.layout.where}: {type(error).__name__}: {error}"
+        log.warning("%s (%d skipped so far in this process)", message, self.skipped)
+        if self.on_error == "warn":
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # -- repr, torchvision style ---------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        lines = [line for line in self.layout.describe() if not line.startswith("Root:")]
+        return "\n".join(lines + [f"Decode: {self.decoder!r}"])
+
+    def __repr__(self) -> str:
+        head = "Dataset " + self.__class__.__name__
+        body = [f"Number of datapoints: {len(self.layout)}", f"Root location: {self.layout.where}"]
+        body += self.extra_repr().splitlines()
+        for name in ("transform", "target_transform"):
+            value = getattr(self, name)
+            if value is not None:
+                lines = repr(value).splitlines()
+                body += [f"{name.replace('_', ' ').capitalize()}: {lines[0]}"] + lines[1:]
+        return "\n".join([head] + [" " * self._repr_indent + line for line in body])
+
+
+def _pick(decoded: dict[str, Any], wanted: str, key: str) -> Any:
+    """A field by name, by extension (``"png"`` matches ``"seg.png"``) or by alternatives
+    (``"png;jpg"``, WebDataset's spelling)."""
+    for name in wanted.split(";"):
+        if name in decoded:
+            return decoded[name]
+        for field, value in decoded.items():
+            if field.rsplit(".", 1)[-1] == name:
+                return value
+    raise SampleError(f"sample {key!r} has no field {wanted!r} (it has {sorted(decoded)})", key=key)
+
+
+class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
+    """A map-style dataset over IPFS content.
+
+    Args:
+        root: ``"ipfs://<cid>"``, a CID, ``/ipfs/<cid>/path``, a gateway URL, an
+            :class:`IPFSObject` or a list of them.
+        transform: applied to the sample (the image of an ``(image, target)`` pair, the
+            dict of a dict sample), as in torchvision.
+        target_transform: applied to the target (label field).
+        decode: how fields are decoded; see :class:`torch_ipfs.decoders.Decoder`.
+        fields: return ``tuple(sample[f] for f in fields)`` (by field name or extension).
+        client: a :class:`~torch_ipfs.client.Client`; default: the process's default
+            client, created lazily in each DataLoader worker.
+        on_error: ``"raise"`` (default), ``"warn"`` or ``"skip"``: a sample that fails is
+            replaced by the next readable one (map-style datasets cannot shrink) and counted.
+        allow_pickle: decode ``.pth``/``.pickle`` fields (runs code from the data).
+        sample_rate: resample audio fields to this rate.
+        layout: skip detection and read the root as this layout.
+
+    Subclasses may override ``__getitem__``; :meth:`read_raw` and :meth:`decode_sample`
+    are the two steps of the default one.
+    """
+
+    def __len__(self) -> int:
+        return len(self.layout)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        index %= n
+        for attempt in range(n):
+            i = (index + attempt) % n
+            try:
+                return self.decode_sample(self.read_raw(i))
+            except (IPFSError, OSError, ValueError) as e:
+                self._failed(e, f"sample {i}")
+        raise SampleError(f"{self.layout.where}: no sample could be read (all {n} failed)", index=index)
+
+
+class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
+    """A streaming dataset over IPFS content (see :class:`IPFSDataset` for the arguments).
+
+    Each DataLoader worker of each DDP rank streams its own runs of samples (contiguous
+    byte ranges of the shards), planned by :class:`~torch_ipfs.sharding.SplitIterator`:
+    every sample exactly once per epoch across ranks and workers, the same count on every
+    rank. Memory stays bounded: one sample's fields plus the reader's prefetch window.
+
+    Extra args:
+        shuffle: permute the shard order per epoch and rotate the start, with
+            ``DistributedSampler``'s meaning (same order on every rank for ``(seed, epoch)``;
+            call :meth:`set_epoch` each epoch). Samples inside a run keep their order; wrap
+            the dataset in a shuffle buffer for sample-level mixing.
+        seed: seed of that order.
+        drop_last: drop the tail so every rank gets ``floor(N / W)`` samples, instead of
+            padding to ``ceil(N / W)`` by repeating samples from the start of the order.
+
+    With ``on_error="skip"``/``"warn"`` a sample that fails is dropped (counted in
+    :attr:`skipped`); the rank then yields fewer than ``len(dataset)`` samples.
+    """
+
+    def __init__(
+        self, root: Any, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False, **options: Any
+    ) -> None:
+        _SampleReader.__init__(self, root, **options)
+        ShardedIterableDataset.__init__(self, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
+    @property
+    def shuffle(self) -> bool:
+        return self.split.shuffle
+
+    @property
+    def seed(self) -> int:
+        return self.split.seed
+
+    @property
+    def drop_last(self) -> bool:
+        return self.split.drop_last
+
+    def shard_sizes(self) -> list[int]:
+        return self.layout.shard_sizes()
+
+    def read_span(self, span: SampleSpan) -> Iterator[Any]:
+        """Decoded samples of one span; :data:`~torch_ipfs.sharding.SKIPPED` in place of
+        each sample that failed under ``on_error="skip"``/``"warn"``."""
+        raw_iter = self.layout.iter_span(span.shard, span.start, span.stop)
+        for position in range(span.start, span.stop):
+            try:
+                raw = next(raw_iter)
+            except StopIteration:
+                return  # the base class reports the short span
+            except (IPFSError, OSError, ValueError) as e:
+                # the stream itself broke: the rest of this span cannot be read
+                rest = span.stop - position
+                self._failed(e, f"shard {span.shard} samples {position}..{span.stop - 1}")
+                self.skipped += rest - 1
+                for _ in range(rest):
+                    yield SKIPPED
+                return
+            try:
+                sample = self.decode_sample(raw)
+            except (IPFSError, OSError, ValueError) as e:
+                self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
+                yield SKIPPED
+            else:
+                yield sample
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f"\nShuffle: {self.shuffle} (seed {self.seed}), drop_last: {self.drop_last}"
+        )

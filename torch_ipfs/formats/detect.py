@@ -1,0 +1,264 @@
+"""Which layout a dataset root is in, and the compatibility inputs of ``ipfs-dataset``.
+
+A root (``"ipfs://<cid>"``, a CID, ``/ipfs/...`` or a gateway URL) is looked at once:
+
+- a directory with ``manifest.json``: the manifest says (``format`` for tar shards, else
+  its shape: ``data`` -> embedded, ``shards`` + ``samples_per_shard`` -> sharded JSON,
+  ``samples`` of objects with ``*_cid`` -> multimodal, ``samples`` of CIDs -> CID list);
+- a directory with ``metadata.txt``: a folder of sample files;
+- a directory of ``.tar`` files (foreign WebDataset shards) or of ``.zip`` archives;
+- a file: a JSON manifest (by shape, as above), a tar or a zip archive (by magic number).
+
+Anything else raises :class:`ManifestError` saying what was looked for. ``layout=``
+skips detection (``"tarshards"``, ``"zip"``, ``"folder"``, ``"plain"``, ``"cidlist"``,
+``"embedded"``, ``"multimodal"``, ``"shardedjson"``).
+
+The earlier ``ipfs-dataset`` package took lists of ``IPFSObject(url, RemoteFileType.X)``;
+those work too, one layout per object, concatenated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch_ipfs.cid import CID, IPFSPath, parse_address
+from torch_ipfs.errors import ManifestError
+from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
+from torch_ipfs.formats.manifest import load_json
+
+__all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
+
+MANIFEST = "manifest.json"
+METADATA = "metadata.txt"
+LAYOUTS = ("tarshards", "zip", "folder", "plain", "cidlist", "embedded", "multimodal", "shardedjson")
+
+
+class RemoteFileType(enum.Enum):
+    """What an :class:`IPFSObject` points at (the ``ipfs-dataset`` package's names)."""
+
+    TAR = "tar"
+    ZIP = "zip"
+    FOLDER = "folder"
+    PLAIN = "plain"
+    PLAIN_STREAM = "plain_stream"
+
+
+@dataclass(frozen=True)
+class IPFSObject:
+    """One input of a dataset: an address and what kind of object it is."""
+
+    url: str
+    type: RemoteFileType = RemoteFileType.PLAIN
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, RemoteFileType):
+            valid = ", ".join(t.name for t in RemoteFileType)
+            raise ValueError(f"IPFSObject type must be a RemoteFileType ({valid}), got {self.type!r}")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def open_layout(root: Any, client: ClientHandle, *, layout: str | None = None) -> Layout:
+    """The :class:`Layout` of ``root`` (an address, an :class:`IPFSObject`, or a list of them)."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    if isinstance(root, IPFSObject):
+        return _open_object(root, client)
+    if isinstance(root, (list, tuple)):
+        if not root:
+            raise ValueError("an empty list of dataset inputs")
+        parts = [open_layout(r, client, layout=layout) for r in root]
+        return parts[0] if len(parts) == 1 else ConcatLayout(client, parts)
+    if not isinstance(root, (str, CID, IPFSPath)):
+        raise TypeError(f"a dataset root is an address string, CID or IPFSObject, not {type(root).__name__}")
+    address = parse_address(root)
+    return _Detector(client, address).open(layout)
+
+
+def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
+    kind = {
+        RemoteFileType.TAR: "tarshards",
+        RemoteFileType.ZIP: "zip",
+        RemoteFileType.FOLDER: "folder",
+        RemoteFileType.PLAIN: "plain",
+        RemoteFileType.PLAIN_STREAM: "plain",
+    }[obj.type]
+    detector = _Detector(client, parse_address(obj.url))
+    if obj.type is RemoteFileType.PLAIN_STREAM:
+        return detector.plain(streaming=True)
+    return detector.open(kind)
+
+
+class _Detector:
+    def __init__(self, client: ClientHandle, address: IPFSPath) -> None:
+        self.client = client
+        self.address = address
+        self.where = str(address) if not address.gateway else f"{address.gateway}{address}"
+        self.root = IPFSPath(client.get().resolve(address), "", address.gateway)
+
+    def _stat_type(self) -> str:
+        return self.client.get().stat(self.root).type
+
+    def _entries(self) -> dict[str, Any]:
+        return {e.name: e for e in self.client.get().ls(self.root)}
+
+    def _cat(self, ref: IPFSPath) -> bytes:
+        f = self.client.get().file(ref)
+        return f.read_range(0, f.size)
+
+    def open(self, layout: str | None) -> Layout:
+        is_dir = self._stat_type() == "dir"
+        if layout == "plain":
+            return self.plain(streaming=False)
+        if is_dir:
+            entries = self._entries()
+            if MANIFEST in entries and layout in (None, "tarshards", "cidlist", "embedded", "multimodal",
+                                                  "shardedjson"):  # fmt: skip
+                ref = child(self.root, entries[MANIFEST].cid)
+                where = f"{self.where}/{MANIFEST} ({entries[MANIFEST].cid})"
+                return self.from_manifest(load_json(self._cat(ref), where), where, layout)
+            if layout in (None, "folder") and (METADATA in entries or layout == "folder"):
+                from torch_ipfs.formats.folder import FolderLayout
+
+                return FolderLayout.open(self.client, self.root, self.where, entries)
+            files = sorted(n for n, e in entries.items() if e.type == "file")
+            tars = [n for n in files if extension_of(n) == "tar"]
+            zips = [n for n in files if extension_of(n) == "zip"]
+            if layout in (None, "tarshards") and tars and (layout or len(tars) == len(files)):
+                return self._tars([(n, entries[n].cid) for n in tars])
+            if layout in (None, "zip") and zips and (layout or len(zips) == len(files)):
+                return self._zips([(n, entries[n].cid) for n in zips])
+            raise ManifestError(
+                f"{self.where}: unknown dataset layout: a directory needs {MANIFEST}, {METADATA}, "
+                f"or only .tar / only .zip files (found {', '.join(sorted(entries)[:8]) or 'nothing'})"
+            )
+        if layout == "folder":
+            raise ManifestError(f"{self.where}: the folder layout needs a directory, this is a file")
+        head = self.client.get().file(self.root).read_range(0, 512)
+        name = self.address.path.rsplit("/", 1)[-1] or str(self.root.cid)
+        if layout == "tarshards" or (layout is None and _is_tar(head)):
+            return self._tars([(name, self.root.cid)])
+        if layout == "zip" or (layout is None and head[:4] in (b"PK\x03\x04", b"PK\x05\x06")):
+            return self._zips([(name, self.root.cid)])
+        if head.lstrip()[:1] == b"{":
+            return self.from_manifest(load_json(self._cat(self.root), self.where), self.where, layout)
+        raise ManifestError(
+            f"{self.where}: unknown dataset layout: not a JSON manifest, tar or zip archive; "
+            "for a single file use IPFSObject(url, RemoteFileType.PLAIN) or layout='plain'"
+        )
+
+    def from_manifest(self, manifest: Any, where: str, layout: str | None) -> Layout:
+        from torch_ipfs.formats import cidlist, embedded, multimodal, shardedjson, tarshards
+
+        if not isinstance(manifest, dict):
+            raise ManifestError(f"{where}: a manifest must be a JSON object, got {type(manifest).__name__}")
+        kind = layout or _manifest_kind(manifest)
+        if kind is None:
+            fmt = manifest.get("format")
+            hint = f"unknown format {fmt!r}" if fmt is not None else f"keys {sorted(manifest)[:8]}"
+            raise ManifestError(
+                f"{where}: unknown dataset layout ({hint}); expected a torch_ipfs.tarshards manifest, "
+                "'data' (embedded), 'samples' (CID list or multimodal) or 'shards' + 'samples_per_shard'"
+            )
+        if kind == "tarshards":
+            if not tarshards.is_tarshards_manifest(manifest):
+                raise ManifestError(
+                    f"{where}: not a {tarshards.FORMAT} manifest (format={manifest.get('format')!r})"
+                )
+            return tarshards.TarShardsLayout.from_manifest(self.client, self.root, manifest, where)
+        if kind == "embedded":
+            return embedded.EmbeddedLayout.from_manifest(self.client, manifest, where)
+        if kind == "shardedjson":
+            return shardedjson.ShardedJSONLayout.from_manifest(self.client, self.root, manifest, where)
+        if kind == "multimodal":
+            return multimodal.MultimodalLayout.from_manifest(self.client, self.root, manifest, where)
+        if kind == "cidlist":
+            return cidlist.CIDListLayout.from_manifest(self.client, self.root, manifest, where)
+        raise ManifestError(f"{where}: layout {kind!r} has no manifest form")
+
+    def _tars(self, files: list[tuple[str, CID]]) -> Layout:
+        from torch_ipfs.formats.tarshards import TarShardsLayout, shard_from_cid
+
+        shards = [shard_from_cid(cid, self.root, name) for name, cid in files]
+        return TarShardsLayout(self.client, self.where, shards)
+
+    def _zips(self, files: list[tuple[str, CID]]) -> Layout:
+        from torch_ipfs.formats.ziparchive import ZipLayout
+
+        return ZipLayout(self.client, self.where, [(name, child(self.root, cid)) for name, cid in files])
+
+    def plain(self, *, streaming: bool) -> Layout:
+        from torch_ipfs.formats.plain import PlainLayout
+
+        name = self.address.path.rsplit("/", 1)[-1]
+        return PlainLayout(self.client, self.where, [(name, self.root)], streaming=streaming)
+
+
+def _is_tar(head: bytes) -> bool:
+    return len(head) >= 263 and head[257:262] == b"ustar"
+
+
+def _manifest_kind(manifest: dict[str, Any]) -> str | None:
+    from torch_ipfs.formats import cidlist, embedded, multimodal, shardedjson, tarshards
+
+    if "format" in manifest:
+        return "tarshards" if tarshards.is_tarshards_manifest(manifest) else None
+    if embedded.is_embedded_manifest(manifest):
+        return "embedded"
+    if shardedjson.is_shardedjson_manifest(manifest):
+        return "shardedjson"
+    if multimodal.is_multimodal_manifest(manifest):
+        return "multimodal"
+    if cidlist.is_cidlist_manifest(manifest):
+        return "cidlist"
+    return None
+
+
+# -- several inputs ------------------------------------------------------------------------
+
+
+class ConcatLayout(Layout):
+    """Several layouts read as one: their shards one after another."""
+
+    name = "concat"
+
+    def __init__(self, client: ClientHandle, parts: Sequence[Layout]) -> None:
+        super().__init__(client, " + ".join(p.where for p in parts))
+        self.parts = list(parts)
+        schemas = {repr(p.schema) for p in parts}
+        self.schema = parts[0].schema if len(schemas) == 1 else SampleSchema()
+        self._shard_map: list[tuple[int, int]] | None = None
+
+    def _map(self) -> list[tuple[int, int]]:
+        if self._shard_map is None:
+            self._shard_map = [
+                (p, s) for p, part in enumerate(self.parts) for s in range(len(part.shard_sizes()))
+            ]
+        return self._shard_map
+
+    def shard_sizes(self) -> list[int]:
+        return [size for part in self.parts for size in part.shard_sizes()]
+
+    def read_sample(self, index: int) -> RawSample:
+        shard, offset = self.locate(index)
+        p, s = self._map()[shard]
+        part = self.parts[p]
+        return self._own(part, part.read_sample(part.shard_starts()[s] + offset))
+
+    def iter_span(self, shard: int, start: int, stop: int) -> Iterator[RawSample]:
+        p, s = self._map()[shard]
+        for raw in self.parts[p].iter_span(s, start, stop):
+            yield self._own(self.parts[p], raw)
+
+    def _own(self, part: Layout, raw: RawSample) -> RawSample:
+        """Keep each part's own sample structure when the parts differ."""
+        if raw.structure is None and part.schema is not self.schema:
+            raw.structure = part.schema.structure
+        return raw
+
+    def describe(self) -> list[str]:
+        return [f"Layout: {' + '.join(p.name for p in self.parts)}", f"Root: {self.where}"]

@@ -1,0 +1,374 @@
+"""Tar archives, both ways: a deterministic writer and a strict, bounded-memory reader.
+
+The reader parses headers itself (ustar, GNU ``././@LongLink`` names and pax ``path``/
+``size`` records) so that it can work on any byte range of an archive: one sample's
+bytes fetched by range, a run of samples streamed, or only the 512-byte headers read
+to build an index of an archive that came without one. Member names that could escape
+a directory (``../x``, ``/etc/passwd``) are refused with :class:`ManifestError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from torch_ipfs.errors import ManifestError
+from torch_ipfs.formats.base import RawSample, check_member_name, split_key
+
+__all__ = [
+    "BLOCK",
+    "ChunkReader",
+    "ShardIndex",
+    "TarMember",
+    "group_samples",
+    "iter_members",
+    "scan_index",
+    "write_tar_shard",
+]
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+_DATA_TYPES = (b"0", b"\x00", b"7")  # regular file ('7' = contiguous, read as regular)
+_SKIP_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, dirs, FIFOs: no sample data
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """Where each sample of a tar shard is: sample ``i`` (key ``keys[i]``) is the bytes
+    ``[offsets[i], offsets[i + 1])`` of the archive (its headers and padded data);
+    ``offsets[-1]`` is where the end-of-archive blocks start."""
+
+    keys: list[str]
+    offsets: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.offsets) != len(self.keys) + 1:
+            raise ManifestError(
+                f"index has {len(self.keys)} keys but {len(self.offsets)} offsets (needs keys + 1)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def samples(self) -> list[tuple[str, int, int]]:
+        """``(key, offset, length)`` per sample."""
+        o = self.offsets
+        return [(k, o[i], o[i + 1] - o[i]) for i, k in enumerate(self.keys)]
+
+    def span(self, start: int, stop: int) -> tuple[int, int]:
+        """``(offset, length)`` of samples ``start .. stop-1``."""
+        return self.offsets[start], self.offsets[stop] - self.offsets[start]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keys": list(self.keys), "offsets": list(self.offsets)}
+
+
+def _header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    # GNU format: names of any length (././@LongLink), and no pax records (pax would add
+    # nothing for these fields, but GNU keeps the header bytes a function of name and size).
+    return info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="strict")
+
+
+def _members_of(sample: Any) -> tuple[str, dict[str, bytes]]:
+    if isinstance(sample, tuple) and len(sample) == 2:
+        key, fields = sample
+    elif isinstance(sample, dict):
+        fields = dict(sample)
+        key = fields.pop("__key__", None)
+        if key is None:
+            raise ValueError("a dict sample for write_tar_shard needs a '__key__' entry")
+    else:
+        raise TypeError(f"write_tar_shard takes (key, fields) pairs or dicts with '__key__': {sample!r:.60}")
+    return str(key), fields
+
+
+def write_tar_shard(samples: Iterable[Any], out: BinaryIO) -> ShardIndex:
+    """Write samples as one tar shard (WebDataset conventions) and return its index.
+
+    ``samples`` yields ``(key, {field: bytes})`` pairs (or dicts with ``"__key__"``);
+    each field becomes a member ``<key>.<field>``, in the sample's own field order. The
+    bytes depend on the samples only: mtime 0, uid/gid 0, empty user/group names, mode
+    0644, GNU format, ended by the two zero blocks. Unlike ``tarfile`` it does not pad
+    the archive to a 10 KiB record: shards stay within the size the exporter plans
+    (every tar reader accepts this; the headers and data are what ``tarfile`` writes).
+    """
+    keys: list[str] = []
+    offsets: list[int] = []
+    pos = 0
+    seen: set[str] = set()
+    for sample in samples:
+        key, fields = _members_of(sample)
+        where = f"sample {key!r}"
+        if split_key(f"{key}.x") != (key, "x"):
+            raise ValueError(f"{where}: a key may not contain '.' in its last path segment")
+        check_member_name(key, where)
+        if key in seen:
+            raise ValueError(f"{where}: duplicate key in one shard")
+        if not fields:
+            raise ValueError(f"{where}: a sample needs at least one field")
+        seen.add(key)
+        keys.append(key)
+        offsets.append(pos)
+        for fname, data in fields.items():
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"{where}: field {fname!r} must be bytes, got {type(data).__name__}")
+            if not fname or fname.startswith(".") or "/" in fname:
+                raise ValueError(f"{where}: bad field name {fname!r}")
+            header = _header(f"{key}.{fname}", len(data))
+            out.write(header)
+            out.write(data)
+            pad = _padded(len(data)) - len(data)
+            if pad:
+                out.write(b"\0" * pad)
+            pos += len(header) + _padded(len(data))
+    offsets.append(pos)
+    out.write(b"\0" * (2 * BLOCK))  # end of archive; no padding to 10 KiB records (see above)
+    return ShardIndex(keys, offsets)
+
+
+# -- header parsing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Header:
+    name: str
+    size: int
+    type: bytes
+
+
+def _octal(field: bytes, what: str, where: str) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for values over the octal range
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ManifestError(f"{where}: tar header has a bad {what} field {field!r}") from None
+
+
+def _decode_name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _parse_header(block: bytes, where: str) -> _Header | None:
+    """Parse one 512-byte header; ``None`` for an all-zero (end-of-archive) block."""
+    if len(block) < BLOCK:
+        raise ManifestError(f"{where}: truncated tar header ({len(block)} bytes)")
+    if block.count(0) == BLOCK:
+        return None
+    stored = _octal(block[148:156], "checksum", where)
+    unsigned = sum(block[:148]) + 256 + sum(block[156:])  # the checksum field counts as spaces
+    if stored != unsigned:
+        signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
+        if stored != signed:
+            raise ManifestError(f"{where}: tar header checksum mismatch (not a tar archive, or corrupt)")
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:263] == b"ustar\x00":  # POSIX: a prefix field extends the name
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return _Header(_decode_name(name), _octal(block[124:136], "size", where), block[156:157])
+
+
+def _pax_records(data: bytes, where: str) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ManifestError(f"{where}: malformed pax header record") from None
+        if length <= 0 or pos + length > len(data):
+            raise ManifestError(f"{where}: malformed pax header record length {length}")
+        record = data[space + 1 : pos + length - 1]
+        key, _, value = record.partition(b"=")
+        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """A regular file in an archive: ``offset`` of its first header (including any
+    long-name/pax headers before it), ``data_offset`` of its bytes, ``size``."""
+
+    name: str
+    offset: int
+    data_offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.data_offset + _padded(self.size)
+
+
+def _walk(
+    read_block: Callable[[int], bytes], read_data: Callable[[int, int], Any], start: int, where: str
+) -> Iterator[tuple[TarMember, Any]]:
+    """Yield ``(member, read_data(data_offset, size))`` for the regular members from
+    archive offset ``start`` until the end-of-archive block or the end of the bytes.
+
+    ``read_block(n)`` returns the next ``n`` bytes (headers, extension records);
+    ``read_data`` must consume (or skip) a member's padded data and may return it.
+    """
+    pos = start
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    member_start = pos
+    while True:
+        block = read_block(BLOCK)
+        if not block:
+            return
+        header = _parse_header(block, f"{where} at offset {pos}")
+        if header is None:
+            return
+        data_offset = pos + BLOCK
+        if header.type in (b"L", b"x", b"g", b"K"):
+            raw = read_block(_padded(header.size))[: header.size]
+            if len(raw) < header.size:
+                raise ManifestError(f"{where}: truncated tar extension header at offset {pos}")
+            if header.type == b"L":
+                long_name = _decode_name(raw.split(b"\0", 1)[0])
+            elif header.type == b"x":
+                pax = _pax_records(raw, where)
+            pos = data_offset + _padded(header.size)
+            continue
+        name = pax.get("path") or long_name or header.name
+        if header.type in _DATA_TYPES:
+            size = int(pax.get("size", header.size))
+            member = TarMember(check_member_name(name, where), member_start, data_offset, size)
+            yield member, read_data(data_offset, size)
+        elif header.type in _SKIP_TYPES:
+            check_member_name(name, where)
+            size = 0 if header.type in (b"1", b"2") else header.size  # links carry no data
+            read_data(data_offset, size)
+        else:
+            raise ManifestError(f"{where}: unsupported tar member type {header.type!r} for {name!r}")
+        long_name, pax = None, {}
+        pos = member_start = data_offset + _padded(size)
+
+
+class ChunkReader:
+    """Exact-size reads over an iterator of byte chunks (bounded buffering)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = b""
+        self._pos = 0
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer only at the end of the stream)."""
+        end = self._pos + n
+        if end <= len(self._buf):
+            out = self._buf[self._pos : end]
+            self._pos = end
+            return out
+        parts = [self._buf[self._pos :]]
+        have = len(parts[0])
+        self._buf, self._pos = b"", 0
+        for chunk in self._chunks:
+            if have + len(chunk) >= n:
+                take = n - have
+                parts.append(chunk[:take])
+                self._buf, self._pos = chunk, take
+                return b"".join(parts)
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
+
+
+def iter_members(chunks: Iterable[bytes], where: str, start: int = 0) -> Iterator[tuple[TarMember, bytes]]:
+    """Stream ``(member, data)`` from archive bytes given as chunks that begin at archive
+    offset ``start``; one member's data is in memory at a time."""
+    reader = ChunkReader(chunks)
+
+    def read_data(offset: int, size: int) -> bytes:
+        padded = _padded(size)
+        data = reader.read(padded)
+        if len(data) < size:
+            raise ManifestError(f"{where}: tar member data truncated at offset {offset}")
+        return data if padded == size else data[:size]
+
+    return _walk(reader.read, read_data, start, where)
+
+
+def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Iterator[RawSample]:
+    """Group consecutive members by WebDataset key into samples. Files whose basename
+    has no extension belong to no sample; they are skipped and logged."""
+    key: str | None = None
+    fields: dict[str, bytes] = {}
+    for member, data in members:
+        split = split_key(member.name)
+        if split is None:
+            log.warning("%s: tar member %r has no extension; not part of any sample", where, member.name)
+            continue
+        k, fname = split
+        if k != key:
+            if key is not None:
+                yield RawSample(key, fields)
+            key, fields = k, {}
+        if fname in fields:
+            raise ManifestError(f"{where}: sample {k!r} has field {fname!r} twice")
+        fields[fname] = data
+    if key is not None:
+        yield RawSample(key, fields)
+
+
+def scan_index(read_range: Callable[[int, int], bytes], size: int, where: str) -> ShardIndex:
+    """Build a :class:`ShardIndex` of an archive by reading only its headers (and the
+    long-name/pax records), skipping every member's data."""
+    state = {"pos": 0}
+
+    def read_block(n: int) -> bytes:
+        if state["pos"] >= size:
+            return b""
+        data = read_range(state["pos"], n)
+        state["pos"] += len(data)
+        return data
+
+    def skip(offset: int, length: int) -> None:
+        if offset + length > size:
+            raise ManifestError(f"{where}: tar member at offset {offset} runs past the end ({size} bytes)")
+        state["pos"] = offset + _padded(length)
+
+    keys: list[str] = []
+    offsets: list[int] = []
+    end = 0
+    for member, _ in _walk(read_block, skip, 0, where):
+        split = split_key(member.name)
+        if split is None:
+            log.warning("%s: tar member %r has no extension; not part of any sample", where, member.name)
+            continue
+        if not keys or keys[-1] != split[0]:
+            keys.append(split[0])
+            offsets.append(member.offset)
+        end = member.end
+    offsets.append(end)
+    return ShardIndex(keys, offsets)

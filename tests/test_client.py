@@ -246,3 +246,28 @@ def test_get_and_export_leave_nothing_behind_on_a_missing_block(client, tmp_path
     with pytest.raises(BlockNotFoundError, match=str(leaves[3])):
         client.export_car(root, tmp_path / "out.car")
     assert list(tmp_path.iterdir()) == [tmp_path / "home"]
+
+
+def test_client_crosses_pickle_and_fork_without_sharing_connections(tmp_path):
+    import multiprocessing
+    import pickle
+
+    from torch_ipfs.metrics import MetricsCollector
+
+    client = Client(home=tmp_path / "h", gateways=["http://127.0.0.1:9"], metrics=MetricsCollector())
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone.settings["home"] == client.settings["home"]
+    assert clone.gateways == ["http://127.0.0.1:9"] and clone.source is not client.source
+    assert client.for_this_process() is client
+
+    def child(queue):
+        mine = client.for_this_process()
+        queue.put((mine is client, mine is mine.for_this_process(), mine.gateways))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    result = queue.get(timeout=30)
+    proc.join(30)
+    assert result == (False, True, ["http://127.0.0.1:9"])

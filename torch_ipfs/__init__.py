@@ -51,6 +51,15 @@ _EXPORTS: dict[str, str] = {
     "export": "torch_ipfs.exporter",
     "import_from_ipfs": "torch_ipfs.exporter",
     "IPFSDatasetExporter": "torch_ipfs.exporter",
+    # batch loader, metrics, model registry
+    "IPFSDataLoader": "torch_ipfs.loader",
+    "get_data_loader": "torch_ipfs.loader",
+    "fetch_image": "torch_ipfs.loader",
+    "process_text": "torch_ipfs.loader",
+    "process_audio": "torch_ipfs.loader",
+    "MetricsCollector": "torch_ipfs.metrics",
+    "InstrumentedSource": "torch_ipfs.metrics",
+    "ModelRegistry": "torch_ipfs.registry",
     # errors
     "IPFSError": "torch_ipfs.errors",
     "InvalidCIDError": "torch_ipfs.errors",

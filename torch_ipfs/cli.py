@@ -180,6 +180,14 @@ def cmd_repo_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from torch_ipfs.report import cmd_report as run_report
+
+    code, text = run_report(args)
+    (sys.stdout if code == 0 else sys.stderr).write(text)
+    return 0 if code == 0 else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from torch_ipfs.serve import serve_forever
 
@@ -318,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--kubo", metavar="API", help="send to this Kubo node (dag import + pin)")
     p.add_argument("-Q", "--quiet", action="store_true", help="print only the root CID")
     p.set_defaults(func=cmd_export)
+
+    from torch_ipfs.report import add_report_arguments
+
+    p = sub.add_parser("report", help="HTML report with plots of a loader run's metrics")
+    add_report_arguments(p)
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -19,13 +19,16 @@ import io
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.config import Settings, parse_size
 from torch_ipfs.errors import UnixFSFormatError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
+
+if TYPE_CHECKING:
+    from torch_ipfs.metrics import MetricsCollector
 
 __all__ = ["Client", "default_client"]
 
@@ -41,6 +44,11 @@ class Client:
         gateways: trustless gateway base URLs; default ``$TORCH_IPFS_GATEWAYS`` (comma-separated).
         cache_bytes: size limit of the disk cache in front of remote sources.
         sources: replace the whole read order with these sources (advanced; tests, custom setups).
+        metrics: a :class:`~torch_ipfs.metrics.MetricsCollector`; every source is then
+            wrapped to count blocks, bytes, latency and verification failures.
+
+    A client can be pickled (spawned DataLoader workers get one built from the same
+    settings) and :meth:`for_this_process` gives forked workers their own connections.
     """
 
     def __init__(
@@ -51,6 +59,7 @@ class Client:
         gateways: Sequence[str] | str | None = None,
         cache_bytes: int | str | None = None,
         sources: Sequence[BlockSource] | None = None,
+        metrics: MetricsCollector | None = None,
     ) -> None:
         from torch_ipfs.sources.local import LocalStore
 
@@ -64,10 +73,21 @@ class Client:
         self.gateways = list(gateways)
         # "10G", "512MiB" or a plain byte count
         self.cache_bytes = settings.cache_bytes if cache_bytes is None else parse_size(cache_bytes)
+        self.metrics = metrics
+        self._pid = os.getpid()
+        self._forked: tuple[int, Client] | None = None
         self._remote: list[BlockSource] = []
-        if sources is not None:
-            self.source: BlockSource = SourceChain(list(sources))
-            return
+        self._custom_sources = list(sources) if sources is not None else None
+        if self._custom_sources is not None:
+            self.source: BlockSource = SourceChain(self._custom_sources)
+        else:
+            self.source = self._default_chain()
+        if metrics is not None:
+            from torch_ipfs.metrics import instrument_client
+
+            instrument_client(self, metrics)
+
+    def _default_chain(self) -> BlockSource:
         if self.api:
             from torch_ipfs.sources.kubo import KuboSource
 
@@ -82,7 +102,40 @@ class Client:
 
             remote = self._remote[0] if len(self._remote) == 1 else SourceChain(self._remote)
             chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=self.cache_bytes))
-        self.source = SourceChain(chain)
+        return SourceChain(chain)
+
+    # -- processes ----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, object]:
+        """The arguments that rebuild an equivalent client in another process."""
+        return {
+            "home": self.store.root,
+            "api": self.api,
+            "gateways": list(self.gateways),
+            "cache_bytes": self.cache_bytes,
+            "metrics": self.metrics,
+        }
+
+    def for_this_process(self) -> Client:
+        """This client, or, in a forked child (a DataLoader worker), an equivalent one built
+        from the same settings: HTTP connection pools and threads do not survive a fork.
+        A client with caller-supplied ``sources`` is returned as is (they are the caller's)."""
+        pid = os.getpid()
+        if pid == self._pid or not self._remote or self._custom_sources is not None:
+            return self
+        if self._forked is None or self._forked[0] != pid:
+            self._forked = (pid, Client(**self.settings))  # type: ignore[arg-type]
+        return self._forked[1]
+
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled for spawned workers: settings travel, connections do not.
+        if self._custom_sources is not None:
+            return {"settings": {**self.settings, "sources": self._custom_sources}}
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(**state["settings"])  # type: ignore[arg-type,misc]
 
     # -- reading ----------------------------------------------------------------------
 

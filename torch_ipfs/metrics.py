@@ -106,6 +106,14 @@ class MetricsCollector:
         self._t0 = time.perf_counter()
         self.started_at = time.time()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crossing into a spawned worker gives an empty collector with the same settings:
+        # a lock cannot be pickled, and a worker's counts never flow back anyway.
+        return (MetricsCollector, (), {"max_events": self.max_events, "detailed": self.detailed})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(max_events=state["max_events"], enable_detailed_tracking=state["detailed"])
+
     # -- recording -----------------------------------------------------------------------
 
     def start_operation(self, name: str, **meta: Any) -> int:

@@ -123,72 +123,19 @@ class ClientHandle:
     """The client a layout reads through, valid in whichever process uses it.
 
     ``None`` means :func:`torch_ipfs.client.default_client` (itself re-created after a
-    fork). A given :class:`~torch_ipfs.client.Client` is used as is in the process that
-    gave it; in another process (a forked DataLoader worker, or after unpickling) a client
-    with remote sources is rebuilt from its settings, so no HTTP pool or thread crosses a
-    fork. A client built with explicit ``sources=`` is kept (its sources are the caller's).
+    fork); a given :class:`~torch_ipfs.client.Client` knows how to cross a fork
+    (:meth:`~torch_ipfs.client.Client.for_this_process`) and a pickle by itself.
     """
 
     def __init__(self, client: Any = None) -> None:
         self._given = client
-        self._pid = os.getpid()
-        self._local: tuple[int, Any] | None = None
 
     def get(self) -> Any:
         if self._given is None:
             from torch_ipfs.client import default_client
 
             return default_client()
-        pid = os.getpid()
-        if pid == self._pid or not _has_remote(self._given):
-            return self._given
-        if self._local is None or self._local[0] != pid:
-            self._local = (pid, _rebuild(self._given))
-        return self._local[1]
-
-    def __getstate__(self) -> dict[str, Any]:
-        given = self._given
-        if given is not None and _rebuildable(given):
-            given = ("settings", _settings(given))
-        return {"given": given}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        given = state["given"]
-        if isinstance(given, tuple) and given[:1] == ("settings",):
-            from torch_ipfs.client import Client
-
-            given = Client(**given[1])
-        self._given = given
-        self._pid = os.getpid()
-        self._local = None
-
-
-def _has_remote(client: Any) -> bool:
-    return bool(getattr(client, "_remote", None))
-
-
-def _rebuildable(client: Any) -> bool:
-    """Built from settings (home/api/gateways), not from caller-supplied sources."""
-    chain = getattr(getattr(client, "source", None), "sources", None)
-    store = getattr(client, "store", None)
-    return bool(chain) and chain[0] is store
-
-
-def _settings(client: Any) -> dict[str, Any]:
-    return {
-        "home": client.store.root,
-        "api": client.api,
-        "gateways": list(client.gateways),
-        "cache_bytes": client.cache_bytes,
-    }
-
-
-def _rebuild(client: Any) -> Any:
-    if not _rebuildable(client):
-        return client
-    from torch_ipfs.client import Client
-
-    return Client(**_settings(client))
+        return self._given.for_this_process()
 
 
 # -- layouts -------------------------------------------------------------------------------
@@ -306,11 +253,19 @@ class ListLayout(Layout):
     """A layout whose samples are a list with random access (JSON lists, files of a
     folder): shards are runs of :attr:`Layout.virtual_shard_size` samples, so workers and
     ranks can still be handed different runs. Subclasses implement :meth:`count` and
-    :meth:`read_sample`."""
+    :meth:`read_item`."""
 
     @abc.abstractmethod
     def count(self) -> int:
         """Number of samples."""
+
+    @abc.abstractmethod
+    def read_item(self, i: int) -> RawSample:
+        """Sample ``i`` of the list, ``0 <= i < count()`` (already checked)."""
+
+    def read_sample(self, index: int) -> RawSample:
+        shard, offset = self.locate(index)  # bounds check, negative indexes
+        return self.read_item(self.shard_starts()[shard] + offset)
 
     def shard_sizes(self) -> list[int]:
         n, size = self.count(), self.virtual_shard_size

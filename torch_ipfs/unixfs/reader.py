@@ -18,10 +18,12 @@ import bisect
 import io
 import itertools
 import logging
+import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +58,35 @@ EntryType = Literal["file", "dir", "symlink", "unknown"]
 DEFAULT_PREFETCH = 16
 #: Worker threads fetching (and hashing: hashlib releases the GIL) ahead while streaming.
 PREFETCH_THREADS = 4
+#: Reads at least this long are fetched like a stream (blocks in parallel, ahead of use).
+STREAM_THRESHOLD = 1024 * 1024
+
+
+# -- the prefetch threads ----------------------------------------------------------------
+# One small pool per process, shared by every stream: starting threads for each
+# iter_chunks call would cost more than reading a small file. Its tasks only call
+# source.get_many (never wait on each other), so sharing it cannot deadlock.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _prefetch_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="unixfs-prefetch")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child (DataLoader worker) has none of its parent's threads: start afresh.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 # -- file nodes --------------------------------------------------------------------
@@ -167,6 +198,32 @@ class _Span:
     size: int
     parent: CID
     future: Future[FileNode] | None = None
+    buffer: bytearray | None = None  # the pooled buffer the node's bytes live in
+
+
+class _BufferPool:
+    """Block buffers recycled within one stream (filled by a source's ``get_into``).
+
+    A fresh ``bytes`` per block means fresh memory per block, which the allocator often
+    takes from (and gives back to) the OS, page-faulting it in every time: as costly as
+    reading the block. A stream needs only about ``prefetch`` buffers at once.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            while self._free:
+                buf = self._free.pop()
+                if len(buf) >= size:
+                    return buf
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            self._free.append(buf)
 
 
 class _LRU:
@@ -254,10 +311,21 @@ class UnixFSFile:
         start, end = self._clamp(offset, length)
         if start >= end:
             return b""
-        parts = list(self._pieces(start, end, background=False))
+        parts = list(self._pieces(start, end, background=end - start >= STREAM_THRESHOLD))
         if len(parts) == 1 and isinstance(parts[0], bytes):
             return parts[0]
         return b"".join(parts)
+
+    def read_into(self, offset: int, buffer) -> int:
+        """Fill ``buffer`` (any writable bytes-like object) with the bytes from ``offset``;
+        return how many were written (fewer at the end of the file). Copies each block's
+        bytes once, straight into ``buffer``."""
+        view = memoryview(buffer).cast("B")
+        start, end = self._clamp(offset, len(view))
+        if start >= end:
+            return 0
+        large = end - start >= STREAM_THRESHOLD
+        return _fill(view, self._pieces(start, end, background=large, recycle=large))
 
     def iter_chunks(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of ``[offset, offset + length)`` (to the end if ``length`` is
@@ -266,8 +334,8 @@ class UnixFSFile:
         start, end = self._clamp(offset, self.size if length is None else length)
         if start >= end:
             return
-        for piece in self._pieces(start, end, background=True):
-            # pieces may be memoryviews into leaf blocks: hand out plain bytes
+        for piece in self._pieces(start, end, background=True, recycle=True):
+            # pieces may be memoryviews into recycled buffers: hand out plain bytes
             yield piece if isinstance(piece, bytes) else bytes(piece)
 
     def read(self) -> bytes:
@@ -286,33 +354,47 @@ class UnixFSFile:
         start = min(offset, self.size)
         return start, min(self.size, start + length)
 
-    def _pieces(self, lo: int, hi: int, *, background: bool) -> Iterator[bytes | memoryview]:
+    def _pieces(
+        self, lo: int, hi: int, *, background: bool, recycle: bool = False
+    ) -> Iterator[bytes | memoryview]:
         """Yield the file bytes of ``[lo, hi)`` in order.
 
         The frontier holds the subtrees still to read, in file order. Blocks for the
-        first ``prefetch`` of them are requested in batches (through ``get_many``, in a
-        worker thread when ``background``), so fetching overlaps consuming. An inner node
-        that arrives is replaced in the frontier by its children that overlap the range.
+        first ``prefetch`` of them are requested in batches (through ``get_many``, in
+        worker threads when ``background``), so fetching overlaps consuming. An inner
+        node that arrives is replaced in the frontier by its children that overlap the
+        range.
+
+        With ``recycle`` (the caller copies each piece before asking for the next one),
+        leaves are read into a few reused buffers when the source supports ``get_into``:
+        a yielded memoryview is only valid until the next piece is requested.
         """
         frontier: deque[_Span] = deque()
         yield from self._expand(self._root, 0, lo, hi, frontier)
         if not frontier:
             return
-        executor = None
-        if background:
-            executor = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="unixfs-prefetch")
+        executor = _prefetch_pool() if background else None
+        pool = _BufferPool() if recycle and hasattr(self.source, "get_into") else None
+        tasks: deque[Future[None]] = deque()
         try:
             while frontier:
-                self._schedule(frontier, executor, keep_leaves=not background)
+                self._schedule(frontier, executor, tasks, pool, keep_leaves=not background)
                 span = frontier.popleft()
                 node = span.future.result()  # type: ignore[union-attr]
                 yield from self._expand(node, span.start, lo, hi, frontier)
+                if span.buffer is not None:
+                    pool.give(span.buffer)  # type: ignore[union-attr]  # the caller has copied it
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
-                for span in frontier:  # cancelled batches: release their waiters' results
-                    if span.future is not None and not span.future.done():
+            if tasks:
+                # Stopped early (or failed): drop what is queued, tell running fetches to
+                # stop at their next block, and wait for them, so nothing of ours still
+                # uses the source when this returns.
+                for span in frontier:
+                    if span.future is not None:
                         span.future.cancel()
+                for task in tasks:
+                    task.cancel()
+                wait_futures(tasks)
 
     def _expand(
         self, node: FileNode, start: int, lo: int, hi: int, frontier: deque[_Span]
@@ -339,12 +421,18 @@ class UnixFSFile:
         frontier.extendleft(reversed(children))
 
     def _schedule(
-        self, frontier: deque[_Span], executor: ThreadPoolExecutor | None, *, keep_leaves: bool
+        self,
+        frontier: deque[_Span],
+        executor: ThreadPoolExecutor | None,
+        tasks: deque[Future[None]],
+        pool: _BufferPool | None,
+        *,
+        keep_leaves: bool,
     ) -> None:
         """Make sure the first ``prefetch`` spans of the frontier are requested.
 
         Refills only when fewer than half are in flight, so batches stay large enough for
-        a parallel ``get_many`` to pay off.
+        a parallel ``get_many`` to pay off. Submitted fetches are appended to ``tasks``.
         """
         window = list(itertools.islice(frontier, self.prefetch))
         todo = [s for s in window if s.future is None]
@@ -362,23 +450,36 @@ class UnixFSFile:
         if not batch:
             return
         if executor is None:
-            self._fetch(batch, keep_leaves)
-        else:
-            # one get_many per worker, so block reads and hashing run in parallel
-            parts = min(PREFETCH_THREADS, len(batch))
-            step = -(-len(batch) // parts)
-            for i in range(0, len(batch), step):
-                executor.submit(self._fetch, batch[i:i + step], keep_leaves)
+            self._fetch(batch, keep_leaves, pool)
+            return
+        while tasks and tasks[0].done():
+            tasks.popleft()
+        # One get_many per worker, so block reads and hashing run in parallel. Spans are
+        # dealt round-robin (worker k gets k, k+n, ...): the next blocks the reader needs
+        # are all being worked on at once, instead of queued behind one worker.
+        parts = min(PREFETCH_THREADS, len(batch))
+        for k in range(parts):
+            tasks.append(executor.submit(self._fetch, batch[k::parts], keep_leaves, pool))
 
-    def _fetch(self, batch: list[_Span], keep_leaves: bool) -> None:
-        """Fetch ``batch`` with one ``get_many`` call, resolving each span's future in turn."""
+    def _fetch(self, batch: list[_Span], keep_leaves: bool, pool: _BufferPool | None) -> None:
+        """Fetch ``batch`` with one ``get_many`` call (or ``get_into`` calls into ``pool``'s
+        buffers), resolving each span's future in turn."""
         i = 0
+        if batch[0].future is not None and batch[0].future.cancelled():
+            return  # the reader stopped before this batch started
         try:
-            for cid, block in self.source.get_many([s.cid for s in batch]):
+            if pool is None:
+                blocks = self.source.get_many([s.cid for s in batch])
+            else:
+                blocks = ((s.cid, self.source.get_into(s.cid, pool.take)) for s in batch)
+            for cid, block in blocks:
                 span = batch[i]
                 if cid != span.cid:
                     raise UnixFSFormatError(f"source returned {cid} when asked for {span.cid}")
-                node = decode_file_node(cid, block)
+                if pool is None:
+                    node = decode_file_node(cid, block)
+                else:
+                    node = self._decode_pooled(cid, block, span, pool)
                 self._check_child(node, span)
                 if node.links:
                     self._inner.put(cid.multihash, node, _node_cost(node))
@@ -398,6 +499,21 @@ class UnixFSFile:
             if not isinstance(e, Exception):
                 raise
 
+    @staticmethod
+    def _decode_pooled(cid: CID, view: memoryview, span: _Span, pool: _BufferPool) -> FileNode:
+        """Decode a block read into a pooled buffer. A leaf keeps pointing into the buffer
+        (``span.buffer``, given back once consumed); an inner node is decoded from a copy
+        (it is cached, and small) and its buffer goes back to the pool at once."""
+        node = _decode_leaf(cid, view) if cid.codec == DAG_PB else None
+        if node is None and cid.codec == RAW:
+            node = decode_file_node(cid, view)  # type: ignore[arg-type]
+        if node is not None:
+            span.buffer = view.obj  # type: ignore[assignment]
+            return node
+        node = decode_file_node(cid, bytes(view))
+        pool.give(view.obj)  # type: ignore[arg-type]
+        return node
+
     def _cached(self, cid: CID) -> FileNode | None:
         if cid.is_identity:
             return decode_file_node(cid, cid.digest)
@@ -413,14 +529,36 @@ class UnixFSFile:
             )
 
 
+def _fill(view: memoryview, pieces: Iterator[bytes | memoryview]) -> int:
+    """Copy ``pieces`` into ``view`` back to back; return the number of bytes copied."""
+    n = 0
+    for piece in pieces:
+        k = len(piece)
+        view[n:n + k] = piece
+        n += k
+    return n
+
+
 class UnixFSRawIO(io.RawIOBase):
-    """A seekable raw stream over a :class:`UnixFSFile` (wrap it in a BufferedReader)."""
+    """A seekable raw stream over a :class:`UnixFSFile` (wrap it in a BufferedReader).
+
+    Sequential reads are streamed: when a read starts where the previous one ended, a
+    prefetching walk (the one :meth:`UnixFSFile.iter_chunks` uses, blocks fetched and
+    verified in parallel ahead of the reader) is kept open and later reads are served
+    from it, copying each block's bytes once, into the caller's buffer. A seek elsewhere
+    closes it (cancelling what it prefetched); reads after a seek go through
+    :meth:`UnixFSFile.read_into` until they are sequential again.
+    """
 
     def __init__(self, file: UnixFSFile) -> None:
         super().__init__()
         self.file = file
         self.name = str(file.cid)
         self._pos = 0
+        self._last_end = -1  # where the previous read ended
+        self._stream: Iterator[bytes | memoryview] | None = None
+        self._stream_pos = -1  # file offset of self._pending[0]
+        self._pending = memoryview(b"")  # the rest of the stream's current piece
 
     def readable(self) -> bool:
         return True
@@ -450,20 +588,69 @@ class UnixFSRawIO(io.RawIOBase):
     def readinto(self, buffer) -> int:
         self._checkClosed()
         view = memoryview(buffer).cast("B")
-        data = self.file.read_range(self._pos, len(view))
-        n = len(data)
-        view[:n] = data
-        self._pos += n
+        pos = self._pos
+        if not view or pos >= self.file.size:
+            return 0
+        if self._stream is not None and self._stream_pos != pos:
+            self._close_stream()  # a seek: stop prefetching from the old place
+        if self._stream is None and pos == self._last_end:
+            self._open_stream(pos)
+        if self._stream is not None:
+            try:
+                n = self._read_stream(view)
+            except BaseException:
+                self._close_stream()  # a failed walk is over: never resume it short
+                raise
+        else:
+            n = self.file.read_into(pos, view)
+        self._pos = self._last_end = pos + n
         return n
 
     def readall(self) -> bytes:
         self._checkClosed()
-        out = bytearray()
-        if self._pos < self.file.size:
-            for chunk in self.file.iter_chunks(self._pos):
-                out += chunk
-        self._pos += len(out)
-        return bytes(out)
+        pos = self._pos
+        if pos >= self.file.size:
+            return b""
+        # The open stream's pieces live in recycled buffers, useless for keeping: start a
+        # walk whose pieces can be joined (at most ``prefetch`` blocks are read twice).
+        self._close_stream()
+        data = b"".join(list(self.file._pieces(pos, self.file.size, background=True)))
+        self._pos = self._last_end = pos + len(data)
+        return data
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
+
+    def _open_stream(self, pos: int) -> None:
+        self._stream = self.file._pieces(pos, self.file.size, background=True, recycle=True)
+        self._stream_pos = pos
+        self._pending = memoryview(b"")
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        self._pending = memoryview(b"")
+        self._stream_pos = -1
+        if stream is not None:
+            stream.close()  # type: ignore[attr-defined]  # runs the walk's cleanup
+
+    def _read_stream(self, view: memoryview) -> int:
+        """Fill ``view`` from the open stream (short only at the end of the file)."""
+        n, want = 0, len(view)
+        pending = self._pending
+        while n < want:
+            if not pending:
+                try:
+                    pending = memoryview(next(self._stream))  # type: ignore[arg-type]
+                except StopIteration:
+                    break
+            k = min(len(pending), want - n)
+            view[n:n + k] = pending[:k]
+            pending = pending[k:]
+            n += k
+        self._pending = pending
+        self._stream_pos += n
+        return n
 
 
 # -- directories -----------------------------------------------------------------------

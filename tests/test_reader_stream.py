@@ -1,0 +1,145 @@
+"""Streaming reads from a LocalStore: the get_into / recycled-buffer path."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+
+import pytest
+
+from torch_ipfs.dagpb import decode_node
+from torch_ipfs.errors import BlockNotFoundError, IntegrityError
+from torch_ipfs.sources.local import LocalStore
+from torch_ipfs.unixfs.importer import ImportOptions, import_bytes
+from torch_ipfs.unixfs.reader import UnixFSFile
+
+SIZE = 1_500_000  # over STREAM_THRESHOLD, so large reads stream too
+
+
+@pytest.fixture(params=[0, 1], ids=["v0-dagpb-leaves", "v1-raw-leaves"])
+def stored(request, tmp_path):
+    store = LocalStore(tmp_path / "repo")
+    data = random.Random(request.param).randbytes(SIZE)
+    opts = ImportOptions(cid_version=request.param, chunker="size-4096", max_links=8)
+    root = import_bytes(data, store, opts).cid
+    return store, root, data
+
+
+def test_every_sequential_api_returns_the_file(stored) -> None:
+    store, root, data = stored
+    f = UnixFSFile(store, root, prefetch=8)
+    assert b"".join(f.iter_chunks()) == data
+    assert b"".join(f.iter_chunks(12345, 1_000_000)) == data[12345:1_012_345]
+    assert f.read() == data
+    buf = bytearray(SIZE + 10)
+    assert f.read_into(7, buf) == SIZE - 7 and buf[:SIZE - 7] == data[7:]
+    with f.open() as fh:
+        assert fh.read() == data
+    for piece in (4095, 4096, 65536, 1 << 20):
+        with f.open(buffer_size=8192) as fh:
+            got = bytearray()
+            while chunk := fh.read(piece):
+                got += chunk
+        assert got == data, piece
+    with f.open() as fh:
+        view = bytearray(300_001)
+        got = bytearray()
+        while n := fh.readinto(view):
+            got += view[:n]
+        assert got == data
+
+
+def test_seeks_between_sequential_runs(stored) -> None:
+    store, root, data = stored
+    f = UnixFSFile(store, root, prefetch=4)
+    fh = f.open(buffer_size=4096)
+    raw = fh.raw
+    rng = random.Random(3)
+    pos = 0
+    for _ in range(60):
+        if rng.random() < 0.3:
+            pos = rng.randrange(SIZE + 10)
+            raw.seek(pos)
+        n = rng.choice([1, 100, 4096, 10_000, 200_000])
+        buf = bytearray(n)
+        got = raw.readinto(buf)
+        assert bytes(buf[:got]) == data[pos:pos + n], (pos, n)
+        pos += got
+        assert raw.tell() == pos
+    raw.seek(100)
+    assert raw.readall() == data[100:]
+    raw.close()
+    with pytest.raises(ValueError):
+        raw.readinto(bytearray(1))
+
+
+def test_stopping_early_leaves_nothing_running(stored) -> None:
+    store, root, data = stored
+    f = UnixFSFile(store, root, prefetch=16)
+    chunks = f.iter_chunks()
+    first = next(chunks)
+    assert first == data[:len(first)]
+    chunks.close()
+    with f.open() as fh:
+        fh.read(10)
+        fh.read(300_000)
+    assert f.read_range(SIZE - 3, 10) == data[-3:]
+
+
+def test_tampered_block_on_disk_is_an_integrity_error_while_streaming(stored) -> None:
+    store, root, data = stored
+    f = UnixFSFile(store, root)
+    # damage a leaf in the middle: the last link of the root's middle child, down to a leaf
+    cid = root
+    while True:
+        node = decode_node(store.get(cid)) if cid.codec == 0x70 else None
+        if node is None or not node.links:
+            break
+        cid = node.links[len(node.links) // 2].cid
+    path = store._block_path(cid.multihash)
+    with open(path, "r+b") as fh:
+        fh.seek(-1, io.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, io.SEEK_END)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(IntegrityError) as e:
+        b"".join(f.iter_chunks())
+    assert e.value.cid == cid
+    fh = f.open()
+    with pytest.raises(IntegrityError):
+        while fh.read(100_000):
+            pass
+    with pytest.raises(IntegrityError):  # not a silent short read after the failure
+        fh.read(100_000)
+    with pytest.raises(IntegrityError):
+        f.open().read()
+    with pytest.raises(IntegrityError):
+        f.read_into(0, bytearray(SIZE))
+
+
+def test_missing_block_is_not_a_short_read(stored) -> None:
+    store, root, data = stored
+    node = decode_node(store.get(root))
+    victim = node.links[-1].cid
+    os.unlink(store._block_path(victim.multihash))
+    f = UnixFSFile(store, root)
+    with f.open() as fh:
+        fh.read(1000)
+        with pytest.raises(BlockNotFoundError):
+            while fh.read(1 << 20):
+                pass
+        with pytest.raises(BlockNotFoundError):
+            fh.read(1 << 20)
+
+
+def test_streaming_in_a_forked_child(stored) -> None:
+    store, root, data = stored
+    f = UnixFSFile(store, root)
+    assert b"".join(f.iter_chunks()) == data  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:
+        ok = b"".join(UnixFSFile(store, root).iter_chunks()) == data
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -24,8 +24,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from torch_ipfs.exporter import export
 from torch_ipfs.datasets import IPFSDataset
+from torch_ipfs.exporter import export
 
 MIN_ACCURACY = 0.95
 

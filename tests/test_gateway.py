@@ -11,8 +11,9 @@ import time
 
 import pytest
 from faultproxy import FaultProxy
+from gatewayserver import running_gateway
 
-from torch_ipfs.car import CarBlockVerifier
+from torch_ipfs.carverify import CarBlockVerifier
 from torch_ipfs.cid import CID, RAW
 from torch_ipfs.dag import walk_dfs
 from torch_ipfs.errors import (
@@ -24,7 +25,6 @@ from torch_ipfs.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from torch_ipfs.serve import make_server
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.sources.gateway import GatewaySource, parse_retry_after
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_tree
@@ -58,11 +58,8 @@ def data() -> Data:
 
 @pytest.fixture(scope="module")
 def server(data):
-    srv = make_server(data.store, port=0)
-    srv.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with running_gateway(data.store) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -339,9 +336,7 @@ def test_missing_child_mid_stream_is_noticed_and_recovered(data, server):
     partial.blocks = dict(data.store.blocks)
     leaves = [c for c, _ in dag_blocks(data.store, data.file) if c.codec == RAW]
     del partial.blocks[leaves[5].multihash]
-    srv = make_server(partial, port=0)
-    srv.start()
-    try:
+    with running_gateway(partial) as srv:
         with client(srv.url) as gw:
             with pytest.raises(SourceUnavailableError):
                 list(gw.fetch_car(data.file, fallback=False))
@@ -349,9 +344,6 @@ def test_missing_child_mid_stream_is_noticed_and_recovered(data, server):
                 list(gw.fetch_car(data.file))
         with client(srv.url, server.url) as gw:
             assert list(gw.fetch_car(data.file)) == dag_blocks(data.store, data.file)
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 # -- retries, back-off, hedging ---------------------------------------------------------------

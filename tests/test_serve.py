@@ -10,12 +10,13 @@ from http.client import HTTPConnection
 
 import httpx
 import pytest
+from gatewayserver import running_gateway
 
-from torch_ipfs.car import CarBlockVerifier, CarReader
+from torch_ipfs.car import CarReader
+from torch_ipfs.carverify import CarBlockVerifier
 from torch_ipfs.cid import CID, RAW
 from torch_ipfs.dag import walk_dfs
 from torch_ipfs.dagpb import decode_node
-from torch_ipfs.serve import make_server
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.sources.local import LocalStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_tree
@@ -53,11 +54,8 @@ def data(tmp_path_factory) -> Data:
 
 @pytest.fixture(scope="module")
 def server(data):
-    srv = make_server(data.store, port=0)
-    srv.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with running_gateway(data.store) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +211,12 @@ def test_missing_child_truncates_the_stream(data):
         partial.put(cid, block)
     victim = leaves_of(data.store, data.file)[7]
     del partial.blocks[victim.multihash]
-    srv = make_server(partial, port=0)
-    srv.start()
-    try:
-        with httpx.Client(base_url=srv.url) as c, pytest.raises(httpx.RemoteProtocolError):
-            c.get(f"/ipfs/{data.file}", params={"format": "car"})
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with (
+        running_gateway(partial) as srv,
+        httpx.Client(base_url=srv.url) as c,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
+        c.get(f"/ipfs/{data.file}", params={"format": "car"})
 
 
 # -- the path gateway --------------------------------------------------------------------------
@@ -310,13 +306,7 @@ def test_oversized_requests_are_refused(data, http):
 def test_delay_is_injected(data):
     import time
 
-    srv = make_server(data.store, port=0, delay=0.2)
-    srv.start()
-    try:
-        with httpx.Client(base_url=srv.url) as c:
-            start = time.monotonic()
-            assert c.get("/ipfs/bafkqaaa", params={"format": "raw"}).status_code == 200
-            assert time.monotonic() - start >= 0.2
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with running_gateway(data.store, delay=0.2) as srv, httpx.Client(base_url=srv.url) as c:
+        start = time.monotonic()
+        assert c.get("/ipfs/bafkqaaa", params={"format": "raw"}).status_code == 200
+        assert time.monotonic() - start >= 0.2

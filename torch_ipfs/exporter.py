@@ -387,7 +387,8 @@ def export_dataset(
     client: Any = None,
     import_options: ImportOptions | None = None,
 ) -> ExportResult:
-    """Like :func:`export`, returning an :class:`ExportResult` with the per-shard facts."""
+    """Like :func:`export` (which documents the options), returning an :class:`ExportResult`
+    with the per-shard facts."""
     if samples_per_shard is not None and samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     if shard_bytes is not None and shard_bytes < _TAR_BLOCK * 4:
@@ -448,23 +449,11 @@ def _write_car_file(store: BlockStore, root: CID, path: Path, export_car: Callab
     os.replace(tmp, path)
 
 
-def export(
-    dataset: Any,
-    *,
-    samples_per_shard: int | None = None,
-    shard_bytes: int | None = None,
-    image_format: str = "png",
-    jpeg_quality: int = 95,
-    audio_format: str = "wav",
-    name: str | None = None,
-    description: str | None = None,
-    parent: str | CID | None = None,
-    destination: Any = "store",
-    progress: bool = True,
-    client: Any = None,
-    import_options: ImportOptions | None = None,
-) -> CID:
+def export(dataset: Any, **options: Any) -> CID:
     """Pack a map-style dataset into reproducible tar shards and return the root CID.
+
+    The options are keyword-only and are :func:`export_dataset`'s (one signature serves
+    both, so the two cannot drift apart).
 
     Args:
         dataset: anything with ``__len__`` and ``__getitem__`` returning (image, target)
@@ -488,21 +477,7 @@ def export(
     The same dataset with the same options gives the same CID, whatever the destination.
     Raises :class:`~torch_ipfs.encoders.EncodeError` for a sample that cannot be encoded.
     """
-    return export_dataset(
-        dataset,
-        samples_per_shard=samples_per_shard,
-        shard_bytes=shard_bytes,
-        image_format=image_format,
-        jpeg_quality=jpeg_quality,
-        audio_format=audio_format,
-        name=name,
-        description=description,
-        parent=parent,
-        destination=destination,
-        progress=progress,
-        client=client,
-        import_options=import_options,
-    ).cid
+    return export_dataset(dataset, **options).cid
 
 
 def import_from_ipfs(address: str | CID, *, client: Any = None, **dataset_options: Any):

@@ -13,7 +13,7 @@ Helia, boxo) can fetch and verify from it, plus the plain path gateway for peopl
   small HTML listing for directories. ``HEAD`` everywhere.
 
 The walk that decides which blocks a CAR holds is written here independently of the
-client's verifier (:class:`~torch_ipfs.car.CarBlockVerifier`), so the two check each
+client's verifier (:class:`~torch_ipfs.carverify.CarBlockVerifier`), so the two check each
 other. A block missing midway truncates the response (the status was already 200), as
 real gateways do. Loopback by default; read-only (other methods: 405); ``..`` or
 oversized requests are refused. ``delay`` injects a per-request latency (benchmarks).
@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from torch_ipfs.car import encode_header, parse_entity_bytes
+from torch_ipfs.car import encode_header
+from torch_ipfs.carverify import parse_entity_bytes
 from torch_ipfs.cid import CID, DAG_PB, RAW
 from torch_ipfs.dag import child_cids
 from torch_ipfs.dagpb import DataType, UnixFSData, decode_node

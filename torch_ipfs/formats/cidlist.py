@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch_ipfs.cid import IPFSPath, parse_address
-from torch_ipfs.errors import InvalidCIDError, ManifestError
+from torch_ipfs.cid import IPFSPath
 from torch_ipfs.formats.base import ClientHandle, ListLayout, RawSample, SampleSchema, sniff_extension
-from torch_ipfs.formats.manifest import field, load_json
+from torch_ipfs.formats.manifest import field, load_json, parse_ref
 
 __all__ = ["CIDListLayout", "is_cidlist_manifest", "sample_from_bytes"]
 
@@ -49,23 +48,13 @@ class CIDListLayout(ListLayout):
     @classmethod
     def from_manifest(cls, client: ClientHandle, root: IPFSPath, manifest: Any, where: str) -> CIDListLayout:
         samples = field(manifest, "samples", list, where)
-        refs = []
-        for i, value in enumerate(samples):
-            if not isinstance(value, str):
-                raise ManifestError(f"{where}: samples[{i}] must be a CID string, got {type(value).__name__}")
-            try:
-                ref = parse_address(value)
-            except InvalidCIDError as e:
-                raise ManifestError(f"{where}: samples[{i}]: {e}") from None
-            refs.append(IPFSPath(ref.cid, ref.path, ref.gateway or root.gateway))
+        refs = [parse_ref(value, f"{where}: samples[{i}]", root.gateway) for i, value in enumerate(samples)]
         meta = {k: manifest[k] for k in ("name", "version") if k in manifest}
         return cls(client, where, refs, meta)
 
     def count(self) -> int:
         return len(self.refs)
 
-    def read_sample(self, index: int) -> RawSample:
-        shard, offset = self.locate(index)
-        i = self.shard_starts()[shard] + offset
+    def read_item(self, i: int) -> RawSample:
         ref = self.refs[i]
         return sample_from_bytes(self.cat(ref), str(ref.cid), f"{self.where}: samples[{i}] ({ref})")

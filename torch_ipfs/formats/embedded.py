@@ -40,9 +40,7 @@ class EmbeddedLayout(ListLayout):
     def count(self) -> int:
         return len(self.samples)
 
-    def read_sample(self, index: int) -> RawSample:
-        shard, offset = self.locate(index)  # bounds check, negative indexes
-        i = self.shard_starts()[shard] + offset
+    def read_item(self, i: int) -> RawSample:
         return json_sample(self.samples[i], str(i))
 
 

@@ -91,9 +91,7 @@ class FolderLayout(ListLayout):
     def count(self) -> int:
         return len(self.paths)
 
-    def read_sample(self, index: int) -> RawSample:
-        shard, offset = self.locate(index)
-        i = self.shard_starts()[shard] + offset
+    def read_item(self, i: int) -> RawSample:
         path = self.paths[i]
         ref = IPFSPath(self.root.cid, path, self.root.gateway)
         data = self.cat(ref)

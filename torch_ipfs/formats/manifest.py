@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from torch_ipfs.cid import CID
+from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.errors import InvalidCIDError, ManifestError
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "field",
     "load_json",
     "parse_cid",
+    "parse_ref",
 ]
 
 #: Manifests larger than this are refused before parsing (a list of a few million CIDs).
@@ -69,3 +70,16 @@ def parse_cid(value: Any, where: str) -> CID:
         return CID.decode(value)
     except InvalidCIDError as e:
         raise ManifestError(f"{where}: {e}") from None
+
+
+def parse_ref(value: Any, where: str, gateway: str | None) -> IPFSPath:
+    """A CID or address string (``<cid>``, ``ipfs://<cid>/path``, a gateway URL) that a
+    manifest links to, fetched through ``gateway`` (the manifest's own) unless it names
+    one; or :class:`ManifestError` naming ``where``."""
+    if not isinstance(value, str):
+        raise ManifestError(f"{where} must be a CID string, got {type(value).__name__}")
+    try:
+        ref = parse_address(value)
+    except InvalidCIDError as e:
+        raise ManifestError(f"{where}: {e}") from None
+    return IPFSPath(ref.cid, ref.path, ref.gateway or gateway)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch_ipfs.cid import IPFSPath, parse_address
+from torch_ipfs.cid import IPFSPath
 from torch_ipfs.decoders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
-from torch_ipfs.errors import InvalidCIDError, ManifestError
+from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats.base import ClientHandle, ListLayout, RawSample, SampleSchema, sniff_extension
-from torch_ipfs.formats.manifest import field
+from torch_ipfs.formats.manifest import field, parse_ref
 
 __all__ = ["MultimodalLayout", "is_multimodal_manifest"]
 
@@ -69,9 +69,7 @@ class MultimodalLayout(ListLayout):
     def count(self) -> int:
         return len(self.samples)
 
-    def read_sample(self, index: int) -> RawSample:
-        shard, offset = self.locate(index)
-        i = self.shard_starts()[shard] + offset
+    def read_item(self, i: int) -> RawSample:
         entry = self.samples[i]
         where = f"{self.where}: samples[{i}]"
         fields: dict[str, Any] = {}
@@ -81,13 +79,7 @@ class MultimodalLayout(ListLayout):
                 fields[name] = value
                 continue
             stem = name[: -len(_SUFFIX)]
-            if not isinstance(value, str):
-                raise ManifestError(f"{where}: {name!r} must be a CID string, got {type(value).__name__}")
-            try:
-                ref = parse_address(value)
-            except InvalidCIDError as e:
-                raise ManifestError(f"{where}: {name!r}: {e}") from None
-            data = self.cat(IPFSPath(ref.cid, ref.path, ref.gateway or self.root.gateway))
+            data = self.cat(parse_ref(value, f"{where}: {name!r}", self.root.gateway))
             known = stem in IMAGE_EXTENSIONS or stem in AUDIO_EXTENSIONS
             fname = stem if known else f"{stem}.{sniff_extension(data)}"
             fields[fname] = data

@@ -7,21 +7,23 @@ refused, and every block is hashed against its CID before anyone sees it. So a b
 can be as untrusted as a public gateway and nothing it returns is used unverified.
 
 Backends that can do better than one block at a time override :meth:`get_many`
-(parallel fetches) or :meth:`has`, and may offer whole-DAG or byte-range requests of
-their own (``GatewaySource.fetch_car`` / ``read_range``). Writable stores also implement
-:class:`BlockStore`.
+(parallel fetches, with :func:`fetch_in_order`) or :meth:`has`, and may offer whole-DAG
+or byte-range requests of their own (``GatewaySource.fetch_car`` / ``read_range``).
+Writable stores also implement :class:`BlockStore`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from torch_ipfs.cid import CID, verify_block
 from torch_ipfs.errors import BlockNotFoundError, BlockTooLargeError
 
-__all__ = ["MAX_BLOCK_SIZE", "BlockSource", "BlockStore", "MemoryStore", "NullStore"]
+__all__ = ["MAX_BLOCK_SIZE", "BlockSource", "BlockStore", "MemoryStore", "NullStore", "fetch_in_order"]
 
 #: Blocks larger than this are refused from any source (the IPFS-wide Bitswap limit).
 MAX_BLOCK_SIZE = 2 * 1024 * 1024
@@ -137,3 +139,35 @@ class MemoryStore(BlockStore):
             return
         self.check(cid, data)
         self.blocks[cid.multihash] = bytes(data)
+
+
+def fetch_in_order(
+    cids: Iterable[CID], fetch: Callable[[CID], bytes], pool: ThreadPoolExecutor, *, window: int
+) -> Iterator[tuple[CID, bytes]]:
+    """Run ``fetch(cid)`` for each CID in ``pool`` and yield ``(cid, block)`` in the order
+    given: the parallel ``get_many`` of remote sources.
+
+    At most ``window`` fetches are submitted ahead of the one being yielded (bounded
+    memory for an endless ``cids``; a window of twice the pool's threads keeps every
+    thread busy). Identity CIDs are answered here, without a thread. The first failure
+    is raised in order; when the caller stops early or a fetch fails, fetches not yet
+    started are cancelled.
+    """
+    pending: deque[tuple[CID, Future[bytes]]] = deque()
+    try:
+        for cid in cids:
+            if cid.is_identity:
+                done: Future[bytes] = Future()
+                done.set_result(cid.digest)
+                pending.append((cid, done))
+            else:
+                pending.append((cid, pool.submit(fetch, cid)))
+            if len(pending) >= window:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()
+    finally:
+        for _, fut in pending:
+            fut.cancel()

@@ -7,7 +7,7 @@ A trustless gateway (https://specs.ipfs.tech/http-gateways/trustless-gateway/) a
   of the DAG in depth-first order, optionally cut to ``dag-scope`` and ``entity-bytes``.
 
 Nothing a gateway sends is trusted: each raw block is hashed against its CID, and each CAR
-is checked block by block by :class:`~torch_ipfs.car.CarBlockVerifier`, which walks the
+is checked block by block by :class:`~torch_ipfs.carverify.CarBlockVerifier`, which walks the
 DAG itself and so notices a missing, extra, reordered or truncated block even though the
 HTTP status was already 200. Bad bytes are never returned: the gateway that sent them is
 marked unhealthy and another one is asked.
@@ -35,7 +35,8 @@ from typing import TypeVar
 
 import httpx
 
-from torch_ipfs.car import CarBlockVerifier, CarReader, Scope
+from torch_ipfs.car import CarReader
+from torch_ipfs.carverify import CarBlockVerifier, Scope
 from torch_ipfs.cid import CID, IPFSPath, parse_address, verify_block
 from torch_ipfs.errors import (
     BlockNotFoundError,
@@ -47,7 +48,7 @@ from torch_ipfs.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from torch_ipfs.sources.base import MAX_BLOCK_SIZE, BlockSource
+from torch_ipfs.sources.base import MAX_BLOCK_SIZE, BlockSource, fetch_in_order
 
 __all__ = ["ACCEPT_CAR", "ACCEPT_RAW", "GatewayHealth", "GatewaySource", "parse_retry_after"]
 
@@ -419,24 +420,7 @@ class GatewaySource(BlockSource):
         ``(cid, block)`` in the order given, each verified. The first failure is raised
         in order; requests not yet started are cancelled."""
         pool = self._executor("fetch")
-        window: deque[tuple[CID, Future[bytes]]] = deque()
-        try:
-            for cid in cids:
-                if cid.is_identity:
-                    done: Future[bytes] = Future()
-                    done.set_result(cid.digest)
-                    window.append((cid, done))
-                else:
-                    window.append((cid, pool.submit(self.get, cid)))
-                if len(window) >= 2 * self.max_connections:
-                    head, fut = window.popleft()
-                    yield head, fut.result()
-            while window:
-                head, fut = window.popleft()
-                yield head, fut.result()
-        finally:
-            for _, fut in window:
-                fut.cancel()
+        yield from fetch_in_order(cids, self.get, pool, window=2 * self.max_connections)
 
     # -- DAGs as CAR ------------------------------------------------------------------
 

@@ -26,9 +26,7 @@ Authorization (Kubo >= 0.25, ``API.Authorizations``): ``auth="bearer:TOKEN"``,
 the HTTP client's headers: it is not logged, not in ``repr()`` and not in error messages.
 
 Trailers: httpx (httpcore) drops HTTP trailers, and Kubo reports mid-stream failures only
-there. So the connection pool is given a network backend that feeds the bytes it reads to
-a second, passive h11 parser (:class:`_TrailerTap`) which records each response's trailers
-for the thread reading it.
+there, so the client uses :mod:`torch_ipfs.sources.trailers`' transport, which records them.
 """
 
 from __future__ import annotations
@@ -42,15 +40,12 @@ import re
 import threading
 import urllib.parse
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import h11
-import httpcore
 import httpx
 
 from torch_ipfs.cid import CID
@@ -60,8 +55,9 @@ from torch_ipfs.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from torch_ipfs.multiaddr import DEFAULT_API, APIAddress, parse_api_address
-from torch_ipfs.sources.base import BlockSource
+from torch_ipfs.multiaddr import DEFAULT_API, parse_api_address
+from torch_ipfs.sources.base import BlockSource, fetch_in_order
+from torch_ipfs.sources.trailers import ResponseTrailers, TrailerAwareTransport
 
 if TYPE_CHECKING:
     from torch_ipfs.unixfs.importer import AddedEntry
@@ -115,116 +111,6 @@ class LsEntry:
     type: str
 
 
-# --------------------------------------------------------------------------- trailers
-
-
-class _TrailerTap:
-    """A passive HTTP/1.1 response parser over the bytes httpcore reads from one connection.
-
-    httpcore parses responses with h11 and discards the trailers h11 hands it. This tap
-    feeds the same bytes to its own h11 client connection; since every Kubo RPC request
-    is a POST (no HEAD, no CONNECT), a placeholder POST gives it the framing context it
-    needs. Responses on a connection are numbered; ``started`` is the number of the one
-    being received and ``trailers[n]`` holds the trailers of response ``n`` once it ended.
-    """
-
-    _KEEP = 8  # trailers of this many finished responses are kept per connection
-
-    def __init__(self) -> None:
-        self._conn: h11.Connection | None = h11.Connection(h11.CLIENT)
-        self._expect_response()
-        self.started = -1
-        self.trailers: dict[int, dict[str, str]] = {}
-
-    def _expect_response(self) -> None:
-        assert self._conn is not None
-        self._conn.send(
-            h11.Request(method="POST", target="/", headers=[("Host", "tap"), ("Content-Length", "0")])
-        )
-        self._conn.send(h11.EndOfMessage())
-
-    def feed(self, data: bytes) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            conn.receive_data(data)
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
-                    return
-                if isinstance(event, h11.Response):
-                    self.started += 1
-                elif isinstance(event, h11.EndOfMessage):
-                    self.trailers[self.started] = {
-                        k.decode("latin-1").lower(): v.decode("utf-8", "replace") for k, v in event.headers
-                    }
-                    self.trailers.pop(self.started - self._KEEP, None)
-                    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                        conn.start_next_cycle()
-                        self._expect_response()
-                    else:  # the server will close the connection: nothing more to parse
-                        self._conn = None
-                        return
-        except h11.ProtocolError:
-            # httpcore's own parser sees the same bytes and reports the problem; stop tapping.
-            self._conn = None
-
-
-class _TapStream(httpcore.NetworkStream):
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-        self.tap = _TrailerTap()
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = self._stream.read(max_bytes, timeout)
-        self.tap.feed(data)
-        return data
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None):
-        return _TapStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _TapBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        return _TapStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        return _TapStream(self._backend.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
-class _TrailerAwareTransport(httpx.HTTPTransport):
-    """httpx's transport with a connection pool whose connections record trailers."""
-
-    def __init__(self, address: APIAddress, max_connections: int) -> None:
-        super().__init__(trust_env=False, uds=address.uds)
-        # httpx offers no hook for the network backend; replace the pool it built with an
-        # identical one that has it (tests/test_kubo.py checks trailers are seen).
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            uds=address.uds,
-            network_backend=_TapBackend(),
-        )
-
-
 # --------------------------------------------------------------------------- the client
 
 
@@ -258,7 +144,7 @@ class KuboSource(BlockSource):
         headers = {"Authorization": authorization_header(auth)} if auth is not None else {}
         self._client = httpx.Client(
             base_url=self.address.base_url,
-            transport=_TrailerAwareTransport(self.address, max_connections),
+            transport=TrailerAwareTransport(uds=self.address.uds, max_connections=max_connections),
             headers=headers,
             timeout=httpx.Timeout(timeout),
             trust_env=False,
@@ -280,21 +166,7 @@ class KuboSource(BlockSource):
         """Fetch blocks in parallel (at most ``max_connections`` at once), yield them in
         the order given, each verified. The first failure is raised in order; requests
         still pending are cancelled."""
-        pool = self._executor()
-        window: deque[tuple[CID, Future[bytes]]] = deque()
-        it = iter(cids)
-        try:
-            for cid in it:
-                window.append((cid, pool.submit(self.get, cid)))
-                if len(window) >= 2 * self.max_connections:
-                    done_cid, fut = window.popleft()
-                    yield done_cid, fut.result()
-            while window:
-                done_cid, fut = window.popleft()
-                yield done_cid, fut.result()
-        finally:
-            for _, fut in window:
-                fut.cancel()
+        yield from fetch_in_order(cids, self.get, self._executor(), window=2 * self.max_connections)
 
     def has(self, cid: CID) -> bool:
         """True if the node has ``cid`` (``block/stat``; with ``offline=True`` locally only)."""
@@ -345,7 +217,8 @@ class KuboSource(BlockSource):
         """Every block of the DAG under ``root`` in one ``dag/export`` request, each
         hashed against its CID and checked to be the block a DFS walk expects next;
         a truncated or reordered CAR raises."""
-        from torch_ipfs.car import CarReader, verify_car_stream
+        from torch_ipfs.car import CarReader
+        from torch_ipfs.carverify import verify_car_stream
 
         root_cid = _cid(root)
         yield from verify_car_stream(CarReader(self.dag_export(root_cid)), root_cid)
@@ -686,18 +559,14 @@ class _Reply:
     def __init__(self, resp: httpx.Response, what: str, source: str, cid: object) -> None:
         self.resp, self.what, self.source, self.cid = resp, what, source, cid
         self.headers = resp.headers
-        # The connection is ours until this response is closed, so the response its tap is
-        # receiving now is this one: remember its number to find its trailers later.
-        stream = resp.extensions.get("network_stream")
-        self._tap: _TrailerTap | None = getattr(stream, "tap", None)
-        self._number = self._tap.started if self._tap is not None else -1
+        self._trailers = ResponseTrailers(resp)  # before the body is read (see its docstring)
 
     def chunks(self) -> Iterator[bytes]:
         """The body, then a :class:`KuboError` if the node reported a mid-stream failure."""
         yield from self.resp.iter_bytes(_CHUNK)
-        if self._tap is None:
+        if not self._trailers.recorded:
             return
-        trailers = self._tap.trailers.pop(self._number, None)
+        trailers = self._trailers.pop()
         if trailers is None:
             raise KuboError(
                 f"{self.what}: response ended without its end marker", source=self.source, cid=self.cid

@@ -167,7 +167,7 @@ class _SampleReader:
 
     def __repr__(self) -> str:
         head = "Dataset " + self.__class__.__name__
-        body = [f"Number of datapoints: {len(self.layout)}", f"Root location: {self.layout.where}"]
+        body = [f"Number of datapoints: {len(self.layout)}", f"Root location: {_describe_root(self.root)}"]
         body += self.extra_repr().splitlines()
         for name in ("transform", "target_transform"):
             value = getattr(self, name)
@@ -301,3 +301,10 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
             super().extra_repr()
             + f"\nShuffle: {self.shuffle} (seed {self.seed}), drop_last: {self.drop_last}"
         )
+
+
+def _describe_root(root: Any) -> str:
+    """The root as the user gave it: an address, or a count of ``IPFSObject`` inputs."""
+    if isinstance(root, (list, tuple)):
+        return f"{len(root)} objects"
+    return str(root)

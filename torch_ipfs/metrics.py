@@ -406,6 +406,7 @@ class InstrumentedSource(BlockSource):
         self.source = source
         self.metrics = metrics
         self.label = label or source.name
+        self.prefetch_window = source.prefetch_window
         self.name = source.name
         # Only a source using the base class's get() can be timed network/verify apart.
         self._split = type(source).get is BlockSource.get

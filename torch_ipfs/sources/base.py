@@ -35,6 +35,10 @@ class BlockSource(abc.ABC):
     #: Short human name used in error messages ("local store", a URL, ...).
     name: str = "source"
 
+    #: How many blocks a streaming reader should keep requested ahead from this source.
+    #: Local sources need few; remote ones hide round-trip latency with more in flight.
+    prefetch_window: int = 16
+
     @abc.abstractmethod
     def _get_raw(self, cid: CID) -> bytes:
         """Return the (unverified) bytes of ``cid`` or raise :class:`BlockNotFoundError`."""

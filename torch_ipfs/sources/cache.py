@@ -97,6 +97,7 @@ class CachedSource(BlockSource):
         *,
         low_water: float = 0.9,
     ) -> None:
+        self.prefetch_window = source.prefetch_window  # misses go to the wrapped source
         if max_bytes is None:
             max_bytes = config.Settings.from_env().cache_bytes
         if max_bytes < 0:

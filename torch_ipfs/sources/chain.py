@@ -34,6 +34,7 @@ class SourceChain(BlockSource):
             raise ValueError("SourceChain needs at least one source")
         self.sources = list(sources)
         self.name = " -> ".join(s.name for s in self.sources)
+        self.prefetch_window = max(s.prefetch_window for s in self.sources)
 
     def _get_raw(self, cid: CID) -> bytes:  # pragma: no cover - get() is overridden
         return self.get(cid)

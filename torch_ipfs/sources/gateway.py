@@ -153,6 +153,9 @@ class GatewaySource(BlockSource):
             raise ValueError("retries must be >= 0 and max_connections >= 1")
         self.urls = list(dict.fromkeys(cleaned))
         self.name = "gateway " + ", ".join(self.urls)
+        # Enough blocks in flight to cover a round trip: 4x the connections keeps every
+        # connection busy while the reader hashes what has arrived.
+        self.prefetch_window = 4 * max_connections
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         self.max_connections = max_connections

@@ -138,6 +138,7 @@ class KuboSource(BlockSource):
         self.address = parse_api_address(api)
         self.url = str(self.address)
         self.name = f"kubo {self.url}"
+        self.prefetch_window = 4 * max_connections  # hide the RPC round trip
         self.timeout = timeout
         self.max_connections = max_connections
         self.offline = offline

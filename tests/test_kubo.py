@@ -29,6 +29,7 @@ from torch_ipfs.errors import (
 )
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.sources.kubo import KuboSource, LsEntry, authorization_header
+from torch_ipfs.sources.trailers import ResponseTrailers, TrailerAwareTransport
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_path
 
 TOKEN = "tok-5ecret-do-not-leak"
@@ -291,6 +292,25 @@ def test_trailers_of_interleaved_streams_are_not_confused(kubo, client, rng):
     got_a += b"".join(a)
     got_b += b"".join(b)
     assert got_a == data and got_b == data
+
+
+def test_trailers_survive_a_slow_reader(kubo):
+    """The connection goes back to the pool as soon as a body ends; its trailers must
+    still be found however many responses it carries before the reader asks for them."""
+    cid = import_bytes(b"z" * 5000, kubo.store, ImportOptions(chunker="size-1024")).cid
+    kubo.faults.stream_error["block/get"] = "context canceled"
+    url = f"/api/v0/block/get?arg={cid}"
+    transport = TrailerAwareTransport(uds=None, max_connections=1)  # one connection for all
+    with httpx.Client(transport=transport, base_url=kubo.url) as http:
+        with http.stream("POST", url) as first:
+            trailers = ResponseTrailers(first)
+            first.read()
+        kubo.faults.stream_error.clear()
+        for _ in range(20):  # the same connection serves others meanwhile
+            others = ResponseTrailers(resp := http.post(url))
+            assert resp.status_code == 200 and others.pop() == {}
+        assert trailers.pop() == {"x-stream-error": "context canceled"}
+        assert trailers.pop() is None  # popped once
 
 
 def test_truncated_block_response_is_unavailable_not_data(kubo, client):

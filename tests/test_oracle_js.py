@@ -17,8 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from oracles import OracleError
 
-from tests.oracles import OracleError
 from torch_ipfs.sources.base import NullStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_file, import_path
 

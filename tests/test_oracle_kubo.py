@@ -14,8 +14,8 @@ import random
 import shutil
 
 import pytest
+from oracles.kubo import kubo_add
 
-from tests.oracles.kubo import kubo_add
 from torch_ipfs.dagpb import DataType, UnixFSData, decode_node
 from torch_ipfs.sources.base import MemoryStore, NullStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_file, import_path

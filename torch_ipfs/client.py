@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "default_client"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -76,6 +82,7 @@ class Client:
         self.metrics = metrics
         self._pid = os.getpid()
         self._forked: tuple[int, Client] | None = None
+        self._prefetcher: _Prefetcher | None = None
         self._remote: list[BlockSource] = []
         self._custom_sources = list(sources) if sources is not None else None
         if self._custom_sources is not None:
@@ -162,6 +169,28 @@ class Client:
 
         path = parse_address(address)
         return UnixFSFile(self._source_for(path), self.resolve(path))
+
+    def prefetch(
+        self, address: str | CID | IPFSPath, offset: int = 0, length: int | None = None
+    ) -> Future[int] | None:
+        """Start fetching the blocks of a file (or of ``[offset, offset + length)``) into
+        the verified cache, in a background thread, and return at once.
+
+        Streaming datasets call this for the next shard while the current one is read, so
+        a remote source's round trips are paid before the data is needed. Returns
+        ``None`` when there is nothing to gain (no remote source with a cache in front:
+        local reads, or a pasted gateway URL read uncached); otherwise a future of the
+        number of bytes covered. A failure is logged at debug level and left in the
+        future: the real read will meet it and raise.
+        """
+        path = parse_address(address)
+        if not self._remote or self._custom_sources is not None:
+            return None
+        if path.gateway and path.gateway not in self.gateways:
+            return None
+        if self._prefetcher is None:
+            self._prefetcher = _Prefetcher()
+        return self._prefetcher.submit(lambda: self.file(path).warm(offset, length), str(path))
 
     def cat(self, address: str | CID | IPFSPath, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes of a file (or a byte range of it), every block verified."""
@@ -290,6 +319,35 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Prefetcher:
+    """One daemon thread running warm-up jobs in the order submitted.
+
+    A daemon, so a DataLoader worker or a script never waits at exit for a prefetch it
+    no longer needs (the cache writes each block atomically, so an interrupted job
+    leaves nothing half-written).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], int], str, Future[int]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="torch-ipfs-prefetch", daemon=True).start()
+
+    def submit(self, job: Callable[[], int], what: str) -> Future[int]:
+        future: Future[int] = Future()
+        self._jobs.put((job, what, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            job, what, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except Exception as e:  # kept in the future; the real read raises it
+                log.debug("prefetch of %s failed: %s", what, e)
+                future.set_exception(e)
 
 
 def _write_atomically(dest: Path, write: Callable[[BinaryIO], T]) -> T:

@@ -25,8 +25,11 @@ each DataLoader worker counts its own).
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
 import torch.utils.data
@@ -255,6 +258,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     ) -> None:
         _SampleReader.__init__(self, root, **options)
         ShardedIterableDataset.__init__(self, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self._prefetching: tuple[int, SampleSpan, Future[int]] | None = None
 
     @property
     def shuffle(self) -> bool:
@@ -271,9 +275,28 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     def shard_sizes(self) -> list[int]:
         return self.layout.shard_sizes()
 
+    def prefetch_span(self, span: SampleSpan) -> None:
+        """Fetch the next span's blocks into the cache while this one streams (remote
+        sources only: a no-op on the embedded store)."""
+        future = self.layout.prefetch_span(span.shard, span.start, span.stop)
+        self._prefetching = (os.getpid(), span, future) if future is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_prefetching"] = None  # a future of this process's prefetch thread
+        return state
+
+    def _wait_for_prefetch(self, span: SampleSpan) -> None:
+        # Reading a span whose prefetch is still running would fetch its blocks twice:
+        # wait for it instead (it started earlier). Its failure is the read's to raise.
+        pending, self._prefetching = self._prefetching, None
+        if pending is not None and pending[0] == os.getpid() and pending[1] == span:
+            wait_futures([pending[2]])
+
     def read_span(self, span: SampleSpan) -> Iterator[Any]:
         """Decoded samples of one span; :data:`~torch_ipfs.sharding.SKIPPED` in place of
         each sample that failed under ``on_error="skip"``/``"warn"``."""
+        self._wait_for_prefetch(span)
         raw_iter = self.layout.iter_span(span.shard, span.start, span.stop)
         for position in range(span.start, span.stop):
             try:

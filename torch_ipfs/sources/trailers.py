@@ -17,7 +17,8 @@ that renames or rebuilds it would silently stop trailers from being seen (the po
 simply not be tapped): ``test_stream_error_trailer_becomes_kubo_error`` in
 ``tests/test_kubo.py`` fails if that happens, and
 ``test_trailers_of_interleaved_streams_are_not_confused`` checks that each response is
-matched with its own trailers.
+matched with its own trailers, also when the connection carries many other responses
+before its reader looks (``test_trailers_survive_a_slow_reader``).
 
 Limit: the tap gives its parser a placeholder POST as the request context, which frames
 every response correctly for POST and GET but not for HEAD or CONNECT: use the transport
@@ -35,20 +36,41 @@ import httpx
 __all__ = ["ResponseTrailers", "TrailerAwareTransport"]
 
 
+class _Slot:
+    """Where the trailers of one claimed response land when it ends."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: dict[str, str] | None = None) -> None:
+        self.trailers = trailers
+
+
 class _TrailerTap:
     """A passive HTTP/1.1 response parser over the bytes httpcore reads from one connection.
 
     Responses on a connection are numbered; ``started`` is the number of the one being
-    received and ``trailers[n]`` holds the trailers of response ``n`` once it ended.
+    received. A reader claims its response's number (:meth:`claim`) while it still holds
+    the connection, and the trailers are put in its slot when the response ends, however
+    many responses the connection carries for other threads before the reader looks.
     """
 
-    _KEEP = 8  # trailers of this many finished responses are kept per connection
+    _KEEP = 8  # unclaimed finished responses kept per connection (a claim may come later)
 
     def __init__(self) -> None:
         self._conn: h11.Connection | None = h11.Connection(h11.CLIENT)
         self._expect_response()
         self.started = -1
-        self.trailers: dict[int, dict[str, str]] = {}
+        self._finished: dict[int, dict[str, str]] = {}
+        self._claims: dict[int, _Slot] = {}
+
+    def claim(self, number: int) -> _Slot:
+        """The slot of response ``number``; call it while holding the connection (so no
+        other response can start on it), typically right after its headers arrived."""
+        done = self._finished.pop(number, None)
+        if done is not None:  # it ended in the same read that brought its headers
+            return _Slot(done)
+        slot = self._claims[number] = _Slot()
+        return slot
 
     def _expect_response(self) -> None:
         assert self._conn is not None
@@ -72,10 +94,15 @@ class _TrailerTap:
                 if isinstance(event, h11.Response):
                     self.started += 1
                 elif isinstance(event, h11.EndOfMessage):
-                    self.trailers[self.started] = {
+                    trailers = {
                         k.decode("latin-1").lower(): v.decode("utf-8", "replace") for k, v in event.headers
                     }
-                    self.trailers.pop(self.started - self._KEEP, None)
+                    slot = self._claims.pop(self.started, None)
+                    if slot is not None:
+                        slot.trailers = trailers
+                    else:
+                        self._finished[self.started] = trailers
+                        self._finished.pop(self.started - self._KEEP, None)
                     if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                         conn.start_next_cycle()
                         self._expect_response()
@@ -152,17 +179,18 @@ class ResponseTrailers:
 
     def __init__(self, resp: httpx.Response) -> None:
         stream = resp.extensions.get("network_stream")
-        self._tap: _TrailerTap | None = getattr(stream, "tap", None)
-        self._number = self._tap.started if self._tap is not None else -1
+        tap: _TrailerTap | None = getattr(stream, "tap", None)
+        self._slot = tap.claim(tap.started) if tap is not None else None
 
     @property
     def recorded(self) -> bool:
         """False when the response did not come through a :class:`TrailerAwareTransport`."""
-        return self._tap is not None
+        return self._slot is not None
 
     def pop(self) -> dict[str, str] | None:
         """The response's trailers (lower-case names; ``{}`` when it had none), or None if
         the response has not ended properly (cut short) or this is not :attr:`recorded`."""
-        if self._tap is None:
+        if self._slot is None:
             return None
-        return self._tap.trailers.pop(self._number, None)
+        trailers, self._slot.trailers = self._slot.trailers, None
+        return trailers

@@ -341,6 +341,18 @@ class UnixFSFile:
             # pieces may be memoryviews into recycled buffers: hand out plain bytes
             yield piece if isinstance(piece, bytes) else bytes(piece)
 
+    def warm(self, offset: int = 0, length: int | None = None) -> int:
+        """Fetch (and verify) every block covering ``[offset, offset + length)`` without
+        keeping the bytes: a read-through cache in front of a remote source then holds
+        them. Blocks are requested ``prefetch`` at a time from the calling thread; returns
+        the number of file bytes covered."""
+        start, end = self._clamp(offset, self.size if length is None else length)
+        covered = 0
+        if start < end:
+            for piece in self._pieces(start, end, background=False):
+                covered += len(piece)
+        return covered
+
     def read(self) -> bytes:
         """The whole file."""
         return self.read_range(0, self.size)

@@ -1,0 +1,227 @@
+"""Measuring one pass of a DataLoader: time, time to first batch, peak RSS, bytes read.
+
+Every pass runs in a child forked from the (lean) benchmark process, so that each pass of
+each contender starts from the same memory image, and no thread pool, HTTP connection or
+cache of an earlier pass or contender is still around to take CPU or memory from the next.
+
+What is counted, per pass:
+
+- ``seconds``: from building the dataset and DataLoader to the end of the last batch;
+  ``time_to_first_batch_s``: from the same start to the first batch in hand.
+- ``peak_rss_mb``: ``VmHWM`` of the process doing the loading (the measuring child with
+  ``num_workers=0``, reset with ``/proc/self/clear_refs`` at the start; with workers, the
+  largest ``VmHWM`` of the worker processes, read while they are alive). A forked worker
+  counts the pages it shares with its parent, so this is "memory a worker touches".
+- ``disk_bytes``: ``rchar`` from ``/proc/<pid>/io`` (bytes returned by read-like system
+  calls) of the loading processes over the pass: the measuring child (less what the probe
+  itself read from ``/proc``) with ``num_workers=0``, the workers otherwise (the main
+  process then only receives batches). The bytes of tar files, store blocks or cache
+  entries read, plus whatever else the loader reads (``tarfile`` probes for compression,
+  curl's pipe for webdataset over HTTP).
+- ``net_bytes``: bytes the gateway sent during the pass (counted by the server).
+- ``checksum``: sum of all pixel values and labels, and the sample count; equal across
+  contenders means they delivered the same tensors, each sample once.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["PassFigures", "isolated", "measure_pass", "median_figures", "read_proc"]
+
+_HWM = re.compile(rb"VmHWM:\s+(\d+) kB")
+_RSS = re.compile(rb"VmRSS:\s+(\d+) kB")
+_RCHAR = re.compile(rb"rchar:\s+(\d+)")
+
+
+@dataclass
+class PassFigures:
+    """Figures of one pass over the dataset."""
+
+    samples: int
+    seconds: float
+    time_to_first_batch_s: float
+    peak_rss_mb: float
+    disk_bytes: int
+    net_bytes: int
+    pixel_sum: int
+    label_sum: int
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else math.nan
+
+
+class _ProcProbe:
+    """Reads ``/proc`` figures of a set of processes, remembering the last value per pid
+    (a worker's counters vanish with it) and how many bytes the probe itself read."""
+
+    def __init__(self) -> None:
+        self.hwm_kb: dict[int, int] = {}
+        self.rss_kb: dict[int, int] = {}
+        self.rchar: dict[int, int] = {}
+        self.own_bytes = 0
+
+    def _read(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:  # the process already exited
+            return b""
+        self.own_bytes += len(data)
+        return data
+
+    def sample(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            status = self._read(f"/proc/{pid}/status")
+            hwm, rss = _HWM.search(status), _RSS.search(status)
+            if hwm:
+                self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), int(hwm.group(1)))
+            if rss:
+                self.rss_kb[pid] = int(rss.group(1))
+            io = _RCHAR.search(self._read(f"/proc/{pid}/io"))
+            if io:
+                self.rchar[pid] = int(io.group(1))
+
+
+def read_proc(pid: int | str = "self") -> dict[str, int]:
+    """``{"hwm_kb", "rss_kb", "rchar"}`` of one process (0 when unreadable)."""
+    probe = _ProcProbe()
+    key = os.getpid() if pid == "self" else int(pid)
+    probe.sample([key])
+    return {
+        "hwm_kb": probe.hwm_kb.get(key, 0),
+        "rss_kb": probe.rss_kb.get(key, 0),
+        "rchar": probe.rchar.get(key, 0),
+    }
+
+
+def reset_peak_rss() -> None:
+    """Start ``VmHWM`` over from the current RSS (Linux: ``echo 5 > clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass  # then the peak includes whatever came before; still an upper bound
+
+
+def worker_pids(iterator: Any) -> list[int]:
+    """PIDs of a DataLoader iterator's worker processes (none with ``num_workers=0``)."""
+    return [w.pid for w in getattr(iterator, "_workers", []) if w.pid is not None]
+
+
+def measure_pass(
+    make_loader: Callable[[], Iterable[Any]], net_bytes: Callable[[], int] | None
+) -> PassFigures:
+    """Build a loader with ``make_loader()`` and run one full pass over it."""
+    me = os.getpid()
+    probe = _ProcProbe()
+    reset_peak_rss()
+    probe.sample([me])
+    start_rchar = probe.rchar.get(me, 0)
+    net_start = net_bytes() if net_bytes else 0
+    start = time.perf_counter()
+    loader = make_loader()
+    iterator = iter(loader)
+    first = math.nan
+    samples = pixel_sum = label_sum = 0
+    workers: list[int] = []
+    for images, labels in iterator:
+        if samples == 0:
+            first = time.perf_counter() - start
+            workers = worker_pids(iterator)
+        samples += len(labels)
+        pixel_sum += int(images.sum(dtype=_int64()))
+        label_sum += int(labels.sum())
+        if workers:  # workers' counters are gone once they exit: read them as we go
+            probe.sample(workers)
+    seconds = time.perf_counter() - start
+    del iterator, loader
+    net = (net_bytes() - net_start) if net_bytes else 0
+    probe.sample([me])
+    if workers:
+        # With workers the main process only receives batches (through pipes and shared
+        # memory): what was fetched is what the workers read.
+        disk = sum(probe.rchar.get(pid, 0) for pid in workers)
+        peak_kb = max(probe.hwm_kb.get(pid, 0) for pid in workers)
+    else:
+        disk = probe.rchar.get(me, 0) - start_rchar - probe.own_bytes
+        peak_kb = probe.hwm_kb.get(me, 0)
+    return PassFigures(
+        samples=samples,
+        seconds=seconds,
+        time_to_first_batch_s=first,
+        peak_rss_mb=peak_kb / 1024,
+        disk_bytes=max(0, disk),
+        net_bytes=net,
+        pixel_sum=pixel_sum,
+        label_sum=label_sum,
+    )
+
+
+def _int64() -> Any:
+    import torch
+
+    return torch.int64
+
+
+def median_figures(passes: list[PassFigures]) -> dict[str, Any]:
+    """The per-contender figures of repeated passes: medians, plus every pass's raw values."""
+    if not passes:
+        raise ValueError("no passes to summarise")
+    total = passes[0].samples
+
+    def med(values: Iterable[float]) -> float:
+        return float(statistics.median(values))
+
+    return {
+        "samples_per_s": med(p.samples_per_s for p in passes),
+        "samples_per_s_min": min(p.samples_per_s for p in passes),
+        "samples_per_s_max": max(p.samples_per_s for p in passes),
+        "time_to_first_batch_s": med(p.time_to_first_batch_s for p in passes),
+        "peak_rss_mb": max(p.peak_rss_mb for p in passes),
+        "bytes_per_sample": med(p.net_bytes for p in passes) / total if total else math.nan,
+        "disk_bytes_per_sample": med(p.disk_bytes for p in passes) / total if total else math.nan,
+        "samples": total,
+        "repeats": len(passes),
+        "passes": [asdict(p) | {"samples_per_s": p.samples_per_s} for p in passes],
+    }
+
+
+def isolated(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a forked child and return its result (picklable), or raise
+    ``RuntimeError`` carrying the child's traceback."""
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(sender, fn, args), daemon=False)
+    child.start()
+    sender.close()
+    try:
+        ok, value = receiver.recv()
+    except EOFError:
+        child.join()
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}: child exited with {child.exitcode}") from None
+    finally:
+        receiver.close()
+    child.join()
+    if not ok:
+        raise RuntimeError(value)
+    return value
+
+
+def _child_main(sender: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        result = (True, fn(*args))
+    except BaseException:  # everything goes back to the parent, which decides
+        result = (False, traceback.format_exc())
+    sender.send(result)
+    sender.close()

@@ -1,0 +1,144 @@
+"""Output of a suite run: ``results.json``, a markdown table of ratios, a PNG bar chart.
+
+``results.json`` maps each contender's name to its figures. The top-level figures are
+those of the headline setting (the largest ``num_workers`` run, 2 by default); every
+setting is under ``by_workers``::
+
+    {"webdataset-local": {"samples_per_s": ..., "time_to_first_batch_s": ...,
+                          "peak_rss_mb": ..., "bytes_per_sample": ...,
+                          "disk_bytes_per_sample": ..., "workers": 2,
+                          "by_workers": {"0": {...}, "2": {...}}, ...}, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BASELINE", "bar_chart", "goals_markdown", "markdown_table", "write_json"]
+
+BASELINE = "webdataset-local"
+FIGURES = (
+    "samples_per_s",
+    "time_to_first_batch_s",
+    "peak_rss_mb",
+    "bytes_per_sample",
+    "disk_bytes_per_sample",
+)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON to a temporary file, then rename it into place."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=_plain) + "\n")
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    if not b or not math.isfinite(a) or not math.isfinite(b):
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def _spread(f: dict[str, Any]) -> str:
+    return f"{_fmt(f.get('samples_per_s_min', math.nan))}-{_fmt(f.get('samples_per_s_max', math.nan))}"
+
+
+def markdown_table(results: dict[str, Any], baseline: str = BASELINE) -> str:
+    """One row per contender and ``num_workers``; ratios against ``baseline`` with the same workers."""
+    lines = [
+        f"| contender | workers | samples/s (min-max) | vs {baseline} | first batch (s) | vs | "
+        "peak RSS/worker (MB) | vs | net bytes/sample | disk bytes/sample |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in results.items():
+        for workers, f in entry["by_workers"].items():
+            base = results.get(baseline, {}).get("by_workers", {}).get(workers)
+            if f.get("error"):
+                lines.append(
+                    f"| {name} | {workers} | FAILED: {f['error'].splitlines()[-1][:80]} |" + " |" * 7
+                )
+                continue
+
+            def vs(key: str, f: dict[str, Any] = f, base: dict[str, Any] | None = base) -> str:
+                return _ratio(f[key], base[key]) if base and not base.get("error") else "n/a"
+
+            lines.append(
+                f"| {name} | {workers} | {_fmt(f['samples_per_s'])} ({_spread(f)}) | {vs('samples_per_s')} | "
+                f"{_fmt(f['time_to_first_batch_s'], 3)} | {vs('time_to_first_batch_s')} | "
+                f"{_fmt(f['peak_rss_mb'])} | {vs('peak_rss_mb')} | "
+                f"{_fmt(f['bytes_per_sample'])} | {_fmt(f['disk_bytes_per_sample'])} |"
+            )
+    return "\n".join(lines)
+
+
+def goals_markdown(goals: list[dict[str, Any]]) -> str:
+    lines = ["| goal | target | measured | met | detail |", "|---|---|---:|---|---|"]
+    for g in goals:
+        measured = g["measured"]
+        shown = _fmt(measured, 2) if isinstance(measured, float) else str(measured)
+        lines.append(
+            f"| {g['name']} | {g['target']} | {shown} | {'yes' if g['met'] else '**no**'} | {g['detail']} |"
+        )
+    return "\n".join(lines)
+
+
+def bar_chart(results: dict[str, Any], path: Path, title: str) -> None:
+    """Samples/s and time to first batch per contender, one bar per ``num_workers``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    settings = sorted({w for e in results.values() for w in e["by_workers"]}, key=int)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.45 * len(names) * len(settings) + 2), sharey=True)
+    height = 0.8 / max(1, len(settings))
+    for panel, (key, label) in zip(
+        axes, (("samples_per_s", "samples/s"), ("time_to_first_batch_s", "time to first batch (s)"))
+    ):
+        for i, workers in enumerate(settings):
+            values = []
+            for name in names:
+                f = results[name]["by_workers"].get(workers, {})
+                v = f.get(key)
+                values.append(v if isinstance(v, (int, float)) and math.isfinite(v) else 0.0)
+            ys = [n + i * height for n in range(len(names))]
+            bars = panel.barh(ys, values, height=height, label=f"num_workers={workers}")
+            panel.bar_label(
+                bars,
+                labels=[_fmt(v, 0 if key == "samples_per_s" else 2) for v in values],
+                fontsize=7,
+                padding=2,
+            )
+        base = results.get(BASELINE, {}).get("by_workers", {})
+        for workers in settings:
+            v = base.get(workers, {}).get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                panel.axvline(v, linestyle=":", linewidth=1, color="gray")
+        panel.set_xlabel(label)
+        panel.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks([n + height * (len(settings) - 1) / 2 for n in range(len(names))], names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title + f"  (dotted: {BASELINE})", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".part.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,131 @@
+"""The benchmark suite (``python -m bench``) runs end to end and its output is complete and sane.
+
+Runs the ``tiny`` profile (1,024 images, every contender with ``num_workers`` 0 and 2,
+the goal probes) as a user would, from the repository root, with this suite's network
+guard installed in the benchmark process. Checks completeness and consistency, never
+speed: performance goals are judged by the benchmark's own report, not by tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.suite.contenders import CONTENDER_NAMES  # noqa: E402
+
+# The network guard of tests/conftest.py, installed in the benchmark process too (its
+# DataLoader workers and isolated measurement children are forked from it).
+_GUARDED_MAIN = (
+    "import runpy, sys; sys.path.insert(0, 'tests'); import conftest; "
+    "runpy.run_module('bench', run_name='__main__', alter_sys=True)"
+)
+TINY_SAMPLES = 1024
+NETWORK = {
+    "webdataset-http",
+    "torch_ipfs-gateway-0ms-cold",
+    "torch_ipfs-gateway-50ms-cold",
+    "ipfs-dataset-baseline",
+}
+WARM = {"torch_ipfs-gateway-0ms-warm", "torch_ipfs-gateway-50ms-warm"}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench-out")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", _GUARDED_MAIN, "--profile", "tiny", "--out", str(out), "--quiet"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return proc, out
+
+
+def test_exits_cleanly_and_prints_the_report(bench_run) -> None:
+    proc, out = bench_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| webdataset-local | 2 |" in proc.stdout
+    assert "## Goals (issue 7)" in proc.stdout
+    report = (out / "report.md").read_text()
+    for name in CONTENDER_NAMES:
+        assert f"| {name} | 0 |" in report and f"| {name} | 2 |" in report, name
+
+
+def test_results_json_has_every_contender_with_sane_figures(bench_run) -> None:
+    _, out = bench_run
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == CONTENDER_NAMES
+    assert {"webdataset-local", "torch_ipfs-embedded-iterable"} <= set(results)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["failures"] == []
+    tar_bytes_per_sample = meta["data"][0]["tar_bytes_per_sample"]
+    assert meta["data"][0]["variant"]["samples"] == TINY_SAMPLES
+    reference = results["tarfile-loop"]["by_workers"]["0"]["checksum"]
+    for name, entry in results.items():
+        assert entry["workers"] == 2
+        assert set(entry["by_workers"]) == {"0", "2"}, name
+        for workers, f in entry["by_workers"].items():
+            where = f"{name} workers={workers}"
+            for key in ("samples_per_s", "time_to_first_batch_s", "peak_rss_mb"):
+                assert _finite(f[key]) and f[key] > 0, (where, key, f[key])
+            for key in ("bytes_per_sample", "disk_bytes_per_sample"):
+                assert _finite(f[key]) and f[key] >= 0, (where, key, f[key])
+            assert f["samples"] == TINY_SAMPLES, where
+            assert f["checksum"] == reference and f["same_tensors_as_reference"] is True, where
+            assert f["time_to_first_batch_s"] < f["samples"] / f["samples_per_s"], where
+            if name in NETWORK:  # every byte of the data crossed the gateway at least once
+                assert f["bytes_per_sample"] >= tar_bytes_per_sample, where
+            else:  # local contenders, and a warm cache, fetch nothing over the network
+                assert f["bytes_per_sample"] == 0, where
+        assert entry["samples_per_s"] == entry["by_workers"]["2"]["samples_per_s"]
+    assert reference["samples"] == TINY_SAMPLES
+
+
+def test_goals_are_all_measured(bench_run) -> None:
+    _, out = bench_run
+    goals = json.loads((out / "goals.json").read_text())
+    names = [g["name"] for g in goals["goals"]]
+    assert len(names) == 7, names
+    assert sum("vs webdataset-local" in n for n in names) == 2
+    assert sum("50 ms vs 0 ms" in n for n in names) == 2
+    assert any("map-style single-sample" in n for n in names)
+    assert sum("worker RSS flat" in n for n in names) == 2
+    for goal in goals["goals"]:
+        assert _finite(goal["measured"]), goal
+        assert isinstance(goal["met"], bool), goal
+    probe = goals["probes"]["map_blocks"]
+    assert probe["samples"] == 16
+    assert probe["sample_bytes_per_sample"] > 0
+    assert probe["whole_shard_bytes_per_sample"] > probe["bytes_fetched_per_sample"]
+    for kind in ("rss_iterable", "rss_map"):
+        rss = goals["probes"][kind]
+        assert rss["samples_per_epoch"] == [TINY_SAMPLES] * 10, kind
+        assert len(rss["worker_rss_mb"]) == 10 and min(rss["worker_rss_mb"]) > 0, kind
+
+
+def test_chart_is_a_valid_png(bench_run) -> None:
+    _, out = bench_run
+    path = out / "samples_per_s.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= 800 and image.size[1] >= 300

@@ -9,9 +9,12 @@ import multiprocessing
 import os
 import pickle
 import random
+import shutil
 import signal
+import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -460,19 +463,54 @@ def test_a_foreign_sharding_is_refused(tmp_path):
         LocalStore(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere: no read-only directory to test with")
+def _check_read_only(root: Path, cid, data: bytes) -> None:
+    ro = LocalStore(root)
+    assert ro.readonly and ro.get(cid) == data
+    with pytest.raises(StoreError, match="read-only"):
+        ro.put(*raw_block(b"new"))
+
+
+def _set_tree_mode(root: Path, dir_mode: int, file_mode: int, owner: int | None = None) -> None:
+    for path in [root, *root.rglob("*")]:
+        if owner is not None:
+            os.chown(path, owner, owner)
+        os.chmod(path, dir_mode if path.is_dir() else file_mode)
+
+
 def test_an_unwritable_store_opens_read_only(tmp_path):
-    store = LocalStore(tmp_path)
+    """A store nobody may write (``chmod -R a-w``, a read-only mount) still serves reads."""
     cid, data = raw_block(b"kept")
-    store.put(cid, data)
-    os.chmod(tmp_path, 0o555)
+    if os.geteuid() != 0:
+        LocalStore(tmp_path).put(cid, data)
+        _set_tree_mode(tmp_path, 0o555, 0o444)
+        try:
+            _check_read_only(tmp_path, cid, data)
+        finally:
+            _set_tree_mode(tmp_path, 0o755, 0o644)
+        return
+    # Root can write anywhere: give the store to nobody (65534), make it read-only, and
+    # check it from a forked child that has dropped to nobody.
+    root = Path(tempfile.mkdtemp(prefix="ro-store-", dir="/tmp"))
     try:
-        ro = LocalStore(tmp_path)
-        assert ro.readonly and ro.get(cid) == data
-        with pytest.raises(StoreError, match="read-only"):
-            ro.put(*raw_block(b"new"))
+        LocalStore(root).put(cid, data)
+        _set_tree_mode(root, 0o555, 0o444, owner=65534)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            status = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                _check_read_only(root, cid, data)
+                status = 0
+            except BaseException:
+                traceback.print_exc()  # shown with the parent's failure
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the read-only checks failed as nobody"
     finally:
-        os.chmod(tmp_path, 0o755)
+        _set_tree_mode(root, 0o755, 0o644)
+        shutil.rmtree(root)
 
 
 # -- config -----------------------------------------------------------------------------------

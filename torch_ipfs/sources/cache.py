@@ -43,6 +43,7 @@ from torch_ipfs.errors import BlockNotFoundError, BlockTooLargeError, IntegrityE
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.local import (
     clear_dir,
+    clear_temp_dir_if_idle,
     key_multihash,
     multihash_key,
     read_block_file,
@@ -320,15 +321,7 @@ class CachedSource(BlockSource):
 
     def _clean_stale_temp_files(self) -> None:
         """Remove temp files of crashed writers, if no writer holds the lock right now."""
-        fd = os.open(self._lock_path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return
-            clear_dir(self._tmp)
-        finally:
-            os.close(fd)
+        clear_temp_dir_if_idle(self._lock_path, self._tmp)
 
     # -- bookkeeping ------------------------------------------------------------------------
 

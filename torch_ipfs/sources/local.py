@@ -124,6 +124,21 @@ def clear_dir(path: str) -> int:
     return removed
 
 
+def clear_temp_dir_if_idle(lock_path: str, tmp_dir: str) -> int:
+    """Remove the temp files crashed writers left in ``tmp_dir``, but only if no writer
+    is active (an exclusive lock on ``lock_path`` can be had right now: every writer holds
+    a lock on it while its temp file exists). Returns how many were removed."""
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        return clear_dir(tmp_dir)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def lock_exclusive(fd: int, timeout: float | None, what: str) -> None:
     """``flock(LOCK_EX)`` on ``fd``, waiting at most ``timeout`` seconds (None: forever)."""
     if timeout is None:
@@ -243,17 +258,9 @@ class LocalStore(BlockStore):
     def _clean_stale_temp_files(self) -> None:
         """Remove temp files left by a crashed writer, but only when no writer is active
         (the exclusive lock is free right now); otherwise the next gc does it."""
-        fd = os.open(self._lock_path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return
-            removed = clear_dir(self._tmp)
-            if removed:
-                log.info("local store %s: removed %d left-over temp files", self.root, removed)
-        finally:
-            os.close(fd)  # releases the lock
+        removed = clear_temp_dir_if_idle(self._lock_path, self._tmp)
+        if removed:
+            log.info("local store %s: removed %d left-over temp files", self.root, removed)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

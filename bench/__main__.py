@@ -6,7 +6,7 @@ webdataset-local, the goals) and writes ``DIR/results.json``, ``DIR/goals.json``
 contender failed or delivered different tensors than the reference; a missed goal is
 reported, not an error.
 
-Profiles: ``tiny`` (1,024 images, one pass each: the test of the suite itself),
+Profiles: ``tiny`` (1,024 images, one pass each: a quick look),
 ``small`` (5,000 images, 3 passes: a few minutes on 2 cores), ``full`` (50,000 32x32 PNG
 plus 10,000 224x224 JPEG, 3 passes: long).
 """

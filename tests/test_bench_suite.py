@@ -1,10 +1,10 @@
 """The benchmark suite (``python -m bench``) runs end to end and its output is complete and sane.
 
-Runs the ``tiny`` profile (1,024 images, every contender with ``num_workers`` 0 and 2,
-the goal probes) as a user would, from the repository root, with this suite's network
-guard installed in the benchmark process. Checks completeness and consistency, never
-speed: performance goals are judged by the benchmark's own report, not by tests.
-"""
+Runs the ``small`` profile (5,000 images, 3 rounds, every contender with ``num_workers``
+0 and 2, the goal probes; about two minutes on 2 cores) as a user would, from the
+repository root, with this suite's network guard installed in the benchmark process.
+Checks completeness and consistency, never speed: performance goals are judged by the
+benchmark's own report, not by tests."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.suite.contenders import CONTENDER_NAMES  # noqa: E402
+from bench.suite.data import PROFILES  # noqa: E402
 
 # The network guard of tests/conftest.py, installed in the benchmark process too (its
 # DataLoader workers and isolated measurement children are forked from it).
@@ -29,7 +30,8 @@ _GUARDED_MAIN = (
     "import runpy, sys; sys.path.insert(0, 'tests'); import conftest; "
     "runpy.run_module('bench', run_name='__main__', alter_sys=True)"
 )
-TINY_SAMPLES = 1024
+PROFILE = PROFILES["small"]
+SAMPLES = PROFILE.variants[0].samples
 NETWORK = {
     "webdataset-http",
     "torch_ipfs-gateway-0ms-cold",
@@ -48,7 +50,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     out = tmp_path_factory.mktemp("bench-out")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-c", _GUARDED_MAIN, "--profile", "tiny", "--out", str(out), "--quiet"],
+        [sys.executable, "-c", _GUARDED_MAIN, "--profile", PROFILE.name, "--out", str(out), "--quiet"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -76,7 +78,7 @@ def test_results_json_has_every_contender_with_sane_figures(bench_run) -> None:
     meta = json.loads((out / "meta.json").read_text())
     assert meta["failures"] == []
     tar_bytes_per_sample = meta["data"][0]["tar_bytes_per_sample"]
-    assert meta["data"][0]["variant"]["samples"] == TINY_SAMPLES
+    assert meta["data"][0]["variant"]["samples"] == SAMPLES
     reference = results["tarfile-loop"]["by_workers"]["0"]["checksum"]
     for name, entry in results.items():
         assert entry["workers"] == 2
@@ -87,7 +89,7 @@ def test_results_json_has_every_contender_with_sane_figures(bench_run) -> None:
                 assert _finite(f[key]) and f[key] > 0, (where, key, f[key])
             for key in ("bytes_per_sample", "disk_bytes_per_sample"):
                 assert _finite(f[key]) and f[key] >= 0, (where, key, f[key])
-            assert f["samples"] == TINY_SAMPLES, where
+            assert f["samples"] == SAMPLES, where
             assert f["checksum"] == reference and f["same_tensors_as_reference"] is True, where
             assert f["time_to_first_batch_s"] < f["samples"] / f["samples_per_s"], where
             if name in NETWORK:  # every byte of the data crossed the gateway at least once
@@ -95,7 +97,7 @@ def test_results_json_has_every_contender_with_sane_figures(bench_run) -> None:
             else:  # local contenders, and a warm cache, fetch nothing over the network
                 assert f["bytes_per_sample"] == 0, where
         assert entry["samples_per_s"] == entry["by_workers"]["2"]["samples_per_s"]
-    assert reference["samples"] == TINY_SAMPLES
+    assert reference["samples"] == SAMPLES
 
 
 def test_goals_are_all_measured(bench_run) -> None:
@@ -111,13 +113,13 @@ def test_goals_are_all_measured(bench_run) -> None:
         assert _finite(goal["measured"]), goal
         assert isinstance(goal["met"], bool), goal
     probe = goals["probes"]["map_blocks"]
-    assert probe["samples"] == 16
+    assert probe["samples"] == PROFILE.map_probe_samples
     assert probe["sample_bytes_per_sample"] > 0
     assert probe["whole_shard_bytes_per_sample"] > probe["bytes_fetched_per_sample"]
     for kind in ("rss_iterable", "rss_map"):
         rss = goals["probes"][kind]
-        assert rss["samples_per_epoch"] == [TINY_SAMPLES] * 10, kind
-        assert len(rss["worker_rss_mb"]) == 10 and min(rss["worker_rss_mb"]) > 0, kind
+        assert rss["samples_per_epoch"] == [SAMPLES] * PROFILE.rss_epochs, kind
+        assert len(rss["worker_rss_mb"]) == PROFILE.rss_epochs and min(rss["worker_rss_mb"]) > 0, kind
 
 
 def test_chart_is_a_valid_png(bench_run) -> None:

@@ -204,28 +204,18 @@ def _ratio(results: dict[str, Any], name: str, base: str, workers: str) -> float
 def evaluate(results: dict[str, Any], probes: dict[str, Any], workers: tuple[int, ...]) -> list[Goal]:
     """The goals, judged on ``results`` (contender -> figures) and the separate probes."""
     goals: list[Goal] = []
-    for w in map(str, workers):
-        r = _ratio(results, "torch_ipfs-embedded-iterable", "webdataset-local", w)
-        goals.append(
-            Goal(
-                f"embedded iterable vs webdataset-local, workers={w}",
-                ">= 1.0x",
-                r,
-                r >= 1.0,
-                f"samples/s ratio {r:.2f}x (medians of passes, warm page cache)",
-            )
-        )
-    for w in map(str, workers):
-        r = _ratio(results, "torch_ipfs-gateway-50ms-cold", "torch_ipfs-gateway-0ms-cold", w)
-        goals.append(
-            Goal(
-                f"verified gateway 50 ms vs 0 ms, workers={w}",
-                ">= 0.8x",
-                r,
-                r >= 0.8,
-                f"samples/s ratio {r:.2f}x (cold cache: every block over the gateway, verified)",
-            )
-        )
+    # (label, contender, reference, minimum ratio, what the figure is)
+    ratio_goals = [
+        ("embedded iterable vs webdataset-local", "torch_ipfs-embedded-iterable", "webdataset-local", 1.0,
+         "medians of passes, warm page cache"),
+        ("verified gateway 50 ms vs 0 ms", "torch_ipfs-gateway-50ms-cold", "torch_ipfs-gateway-0ms-cold", 0.8,
+         "cold cache: every block over the gateway, verified"),
+    ]  # fmt: skip
+    for label, contender, reference, minimum, what in ratio_goals:
+        for w in map(str, workers):
+            r = _ratio(results, contender, reference, w)
+            detail = f"samples/s ratio {r:.2f}x ({what})"
+            goals.append(Goal(f"{label}, workers={w}", f">= {minimum}x", r, r >= minimum, detail))
     for name, probe in probes.items():
         if "error" in probe:
             last = probe["error"].strip().splitlines()[-1]

@@ -325,12 +325,14 @@ def test_kill_9_mid_write_never_leaves_a_servable_bad_block(tmp_path):
     try:
         assert ready.wait(10)
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and not os.listdir(tmp_path / "tmp"):
-            pass
+        saw_temp_file = False
+        while time.monotonic() < deadline and not saw_temp_file:
+            saw_temp_file = bool(os.listdir(tmp_path / "tmp"))
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.join(10)
     assert proc.exitcode == -signal.SIGKILL
+    assert saw_temp_file, "never saw the writer mid-write (a temp file in tmp/)"
     for mh, path in entries(tmp_path).items():
         verify_block(CID(1, RAW, mh), path.read_bytes())
     # An empty source: the cache can only answer from disk, and only with verified bytes.

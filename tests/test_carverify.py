@@ -13,6 +13,7 @@ from torch_ipfs.car import CarReader, write_car
 from torch_ipfs.carverify import CarBlockVerifier, parse_entity_bytes, verify_car_stream
 from torch_ipfs.cid import CID, RAW
 from torch_ipfs.dag import walk_dfs
+from torch_ipfs.dagpb import decode_node
 from torch_ipfs.errors import CARFormatError, IntegrityError, PathNotFoundError
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_tree
@@ -140,6 +141,12 @@ def test_verifier_dups() -> None:
     expected = list(dict.fromkeys(_range_dfs(store, root, 100, 64 * 15)))
     got = verify_car_stream([(c, store.get(c)) for c in expected], root, entity_bytes=(100, 64 * 15 - 1))
     assert [c for c, _ in got] == expected
+    # ... holding only inner nodes to re-walk the duplicates, not the bytes of the range
+    verifier = CarBlockVerifier(root, entity_bytes=(100, 64 * 15 - 1), dups=False, on_block=lambda c, b: None)
+    for cid in expected:
+        verifier.push(cid, store.get(cid))
+    verifier.finish()
+    assert verifier._inner and all(decode_node(b).links for b in verifier._inner.values())
 
 
 def test_verifier_hamt_paths_and_scopes() -> None:

@@ -204,6 +204,23 @@ def test_pasted_gateway_url_is_read_trustlessly(client, gateway, rng):
     assert not client.store.has(cid)  # reads do not write to the embedded store
 
 
+def test_a_pasted_gateway_gets_one_source_closed_with_the_client(tmp_path, gateway, rng):
+    url, served = gateway
+    data = rng.randbytes(6000)
+    cid = import_bytes(data, served.store, ImportOptions(cid_version=1, chunker="size-1000")).cid
+
+    def fetch_threads() -> int:
+        return sum(t.name.startswith("gateway-fetch") for t in threading.enumerate())
+
+    before = fetch_threads()
+    c = Client(home=tmp_path / "home", api="", gateways=[])
+    for _ in range(10):  # each read fetches 6 leaves in parallel
+        assert c.cat(f"{url}/ipfs/{cid}") == data
+    assert fetch_threads() - before <= 6  # one pool for the gateway, not one per call
+    c.close()
+    assert fetch_threads() == before
+
+
 def test_configured_gateway_serves_paths(tmp_path, gateway, tree):
     url, served = gateway
     root = served.add(tree, chunker="size-1000")

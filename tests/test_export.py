@@ -253,6 +253,15 @@ def test_shard_bytes_splitting():
     assert max(both.shard_samples) == 3
 
 
+def test_shard_bytes_holds_with_long_field_names():
+    """Member names over 100 bytes take a GNU long-name record; the planner counts it."""
+    field = "f" * 120 + ".bin"
+    samples = [{field: bytes([i]) * 700} for i in range(30)]
+    result = export_dataset(samples, shard_bytes=8 * 1024, destination=MemoryStore(), progress=False)
+    assert sum(result.shard_samples) == 30 and len(result.shard_samples) > 2
+    assert all(n <= 8 * 1024 for n in result.shard_bytes)
+
+
 def test_inconsistent_samples_are_refused():
     class Mixed:
         def __len__(self):

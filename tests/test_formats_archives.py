@@ -101,6 +101,27 @@ def test_folder_object_without_metadata_lists_every_file(tmp_path):
     assert [ds[i] for i in range(len(ds))] == ["b", "a"]  # sorted paths: b.txt < sub/a.txt
 
 
+def test_folder_without_metadata_reads_each_file_by_its_cid(tmp_path):
+    """The walk that lists the folder keeps each file's CID: a read fetches that file's
+    blocks only, never the directories again."""
+    from dagbuild import CountingStore
+
+    from torch_ipfs.unixfs.importer import import_path
+
+    (tmp_path / "f" / "sub").mkdir(parents=True)
+    for i in range(5):
+        (tmp_path / "f" / "sub" / f"{i}.txt").write_text(str(i))
+    store = CountingStore()
+    entries = list(import_path(tmp_path / "f", store))
+    root = entries[-1].cid
+    client = Client(home=tmp_path / "h", sources=[store])
+    ds = IPFSDataset(IPFSObject(str(root), RemoteFileType.FOLDER), client=client)
+    file_cids = {e.cid for e in entries if e.name.endswith(".txt")}
+    store.fetched.clear()
+    assert [ds[i] for i in range(len(ds))] == ["0", "1", "2", "3", "4"]
+    assert set(store.fetched) == file_cids
+
+
 def test_folder_metadata_is_checked(tmp_path):
     client = Client(home=tmp_path / "h", api="", gateways=[])
     for text, message in (

@@ -112,6 +112,22 @@ def test_writer_is_deterministic_and_matches_tarfile(tmp_path):
     assert tar.scan_index(lambda o, n: data[o : o + n], len(data), "t") == index
 
 
+@pytest.mark.parametrize("name_bytes", [1, 99, 100, 101, 511, 512, 1000])
+@pytest.mark.parametrize("size", [0, 1, 512, 513])
+def test_member_size_is_what_the_writer_writes(name_bytes, size):
+    key = "k" * (name_bytes - 4) if name_bytes > 4 else ""
+    name = f"{key}.bin" if key else "b" * name_bytes
+    out = io.BytesIO()
+    if key:
+        tarshards.write_tar_shard([(key, {"bin": b"x" * size})], out)
+        written = len(out.getvalue()) - 1024  # minus the two end blocks
+    else:  # too short for "<key>.<field>": compare with tarfile's GNU header directly
+        info = tarfile.TarInfo(name)
+        info.size = size
+        written = len(info.tobuf(format=tarfile.GNU_FORMAT)) + -(-size // 512) * 512
+    assert tar.member_size(name, size) == written
+
+
 def test_writer_refuses_bad_samples():
     with pytest.raises(ValueError, match="duplicate key"):
         tarshards.write_tar_shard([("a", {"x": b"1"}), ("a", {"x": b"2"})], io.BytesIO())

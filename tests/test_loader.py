@@ -318,10 +318,25 @@ def test_get_data_loader_and_default_client(client):
 # -- metrics ------------------------------------------------------------------------------------
 
 
+class _RecordingSource(BlockSource):
+    """Passes blocks through from ``inner``, recording each CID asked for."""
+
+    name = "recording"
+
+    def __init__(self, inner: BlockSource) -> None:
+        self.inner = inner
+        self.fetched: list[CID] = []
+
+    def _get_raw(self, cid: CID) -> bytes:
+        self.fetched.append(cid)
+        return self.inner.get(cid)
+
+
 def test_performance_metrics_with_instrumented_source(client):
     root = cidlist(client, 8)
     metrics = MetricsCollector()
-    instrumented = Client(sources=[InstrumentedSource(client.store, metrics, label="local")])
+    recorded = _RecordingSource(client.store)  # what really crossed the instrumented source
+    instrumented = Client(sources=[InstrumentedSource(recorded, metrics, label="local")])
     with IPFSDataLoader(instrumented, batch_size=4, metrics=metrics) as loader:
         loader.load_dataset(root)
         list(loader)
@@ -333,7 +348,8 @@ def test_performance_metrics_with_instrumented_source(client):
     assert perf["queue_occupancy_mean"] is not None
     blocks = metrics.counter("source.blocks[local]")
     assert blocks >= 9  # the manifest's block(s) and one per sample
-    assert metrics.counter("source.bytes[local]") == sum(v for _, v in metrics.values("source.bytes"))
+    assert blocks == len(recorded.fetched)
+    assert metrics.counter("source.bytes[local]") == sum(len(client.store.get(c)) for c in recorded.fetched)
     assert len(metrics.durations("source.fetch")) == blocks == len(metrics.durations("source.verify"))
 
 
@@ -376,6 +392,16 @@ def test_to_pytorch_each_sample_once_per_epoch(client, num_workers):
             epochs.append(got)
         assert epochs[0] != epochs[1]
         assert epochs[0] == loader.epoch_order(0)  # the loader's seeded order
+
+
+def test_to_pytorch_stops_the_batch_producer(client):
+    """A DataLoader reads by index: no producer thread reads the same samples meanwhile."""
+    with IPFSDataLoader(client, batch_size=4, prefetch=2) as loader:
+        loader.load_dataset(cidlist(client, 40))
+        assert _loader_threads()  # load_dataset gives the first epoch a head start
+        dl = loader.to_pytorch()
+        assert _loader_threads() == []
+        assert sum(len(labels) for _, labels in dl) == 40
 
 
 def test_to_pytorch_dataset_with_distributed_sampler(client):

@@ -237,6 +237,7 @@ def test_readers_never_see_partial_blocks_and_kill_9_leaves_none(tmp_path):
     finally:
         writer.join(10)
     assert writer.exitcode == -signal.SIGKILL
+    assert caught, "never saw the writer mid-write (a temp file in tmp/)"
     assert seen > 0
     assert _read_all_verified(store) == store.stats().blocks
     assert store.verify() == []

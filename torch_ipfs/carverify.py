@@ -140,7 +140,11 @@ class CarBlockVerifier:
         self.blocks: list[tuple[CID, bytes]] = []
         self.count = 0
         self._seen: set[bytes] = set()
-        self._inner: dict[bytes, bytes] = {}  # blocks kept to re-walk duplicates (dups=n ranges)
+        # dups=n: what a duplicate needs to be walked again without being re-sent. Nodes with
+        # links keep their block; leaves only their size (memory stays bounded by the DAG's
+        # inner nodes, not by the bytes of the range).
+        self._inner: dict[bytes, bytes] = {}
+        self._leaf_sizes: dict[bytes, int] = {}
         self._range = (0, 0)  # the resolved entity-bytes range, half-open, once known
         segments = tuple(s for s in path.split("/") if s)
         first = _Expect(self.root, "path" if segments else "terminal", segments)
@@ -205,6 +209,8 @@ class CarBlockVerifier:
                 kept = self._inner.get(exp.cid.multihash)
                 if kept is not None and exp.kind in ("path", "range"):
                     self._expand(exp, kept, fresh=False)
+                elif exp.kind == "range" and exp.cid.multihash in self._leaf_sizes:
+                    _check_node_size(exp, self._leaf_sizes[exp.cid.multihash])
             else:
                 return
 
@@ -226,7 +232,6 @@ class CarBlockVerifier:
             if fresh or self.dups:
                 self._expand_entity(cid, block)
         elif kind == "range":
-            self._keep(cid, block)
             self._expand_range(exp, block)
 
     def _keep(self, cid: CID, block: bytes) -> None:
@@ -269,7 +274,6 @@ class CarBlockVerifier:
             self._push_children([_Expect(c, "all") for c in child_cids(cid, block)])
             return
         if self.entity_bytes is not None and _is_file(cid, block):
-            self._keep(cid, block)
             node = decode_file_node(cid, block)
             lo, hi = _resolve_range(self.entity_bytes, node.size)
             self._range = (lo, hi)
@@ -293,10 +297,12 @@ class CarBlockVerifier:
 
     def _expand_range(self, exp: _Expect, block: bytes) -> None:
         node = decode_file_node(exp.cid, block)
-        if exp.size is not None and node.size != exp.size:
-            raise UnixFSFormatError(
-                f"{exp.cid}: node holds {node.size} bytes but its parent {exp.parent} says {exp.size}"
-            )
+        _check_node_size(exp, node.size)
+        if not self.dups and exp.cid.codec == DAG_PB:
+            if node.links:
+                self._inner[exp.cid.multihash] = block
+            else:
+                self._leaf_sizes[exp.cid.multihash] = node.size
         lo, hi = self._range
         children = []
         for i, child in enumerate(node.links):
@@ -325,6 +331,13 @@ def _is_file(cid: CID, block: bytes) -> bool:
     if cid.codec != DAG_PB:
         return False
     return _unixfs(cid, decode_node(block).data).type in (DataType.File, DataType.Raw)
+
+
+def _check_node_size(exp: _Expect, size: int) -> None:
+    if exp.size is not None and size != exp.size:
+        raise UnixFSFormatError(
+            f"{exp.cid}: node holds {size} bytes but its parent {exp.parent} says {exp.size}"
+        )
 
 
 def _resolve_range(entity_bytes: tuple[int, int | None], size: int) -> tuple[int, int]:

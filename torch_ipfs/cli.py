@@ -150,13 +150,21 @@ def cmd_block_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pin_add(args: argparse.Namespace) -> int:
+def _pin_each(args: argparse.Namespace, pin: bool) -> int:
     client = _client()
     for address in args.addresses:
         cid = client.resolve(address)
-        client.store.pin(cid)
-        print(f"pinned {cid} recursively")
+        if pin:
+            client.store.pin(cid)
+            print(f"pinned {cid} recursively")
+        else:
+            client.store.unpin(cid)
+            print(f"unpinned {cid}")
     return 0
+
+
+def cmd_pin_add(args: argparse.Namespace) -> int:
+    return _pin_each(args, pin=True)
 
 
 def cmd_pin_ls(args: argparse.Namespace) -> int:
@@ -166,12 +174,7 @@ def cmd_pin_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_pin_rm(args: argparse.Namespace) -> int:
-    client = _client()
-    for address in args.addresses:
-        cid = client.resolve(address)
-        client.store.unpin(cid)
-        print(f"unpinned {cid}")
-    return 0
+    return _pin_each(args, pin=False)
 
 
 def cmd_repo_gc(args: argparse.Namespace) -> int:

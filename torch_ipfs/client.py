@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.config import Settings, parse_size
 from torch_ipfs.errors import UnixFSFormatError
@@ -83,6 +84,8 @@ class Client:
         self._pid = os.getpid()
         self._forked: tuple[int, Client] | None = None
         self._prefetcher: _Prefetcher | None = None
+        self._pasted: dict[str, SourceChain] = {}  # gateway URL -> [configured sources, that gateway]
+        self._pasted_pid = self._pid
         self._remote: list[BlockSource] = []
         self._custom_sources = list(sources) if sources is not None else None
         if self._custom_sources is not None:
@@ -147,12 +150,19 @@ class Client:
     # -- reading ----------------------------------------------------------------------
 
     def _source_for(self, address: IPFSPath) -> BlockSource:
-        """A pasted gateway URL adds that gateway (trustlessly) after the configured sources."""
-        if address.gateway and address.gateway not in self.gateways:
+        """A pasted gateway URL adds that gateway (trustlessly) after the configured sources:
+        one source per gateway, kept for later calls and closed by :meth:`close`."""
+        gateway = address.gateway
+        if not gateway or gateway in self.gateways:
+            return self.source
+        if self._pasted_pid != os.getpid():  # connection pools do not survive a fork
+            self._pasted, self._pasted_pid = {}, os.getpid()
+        chain = self._pasted.get(gateway)
+        if chain is None:
             from torch_ipfs.sources.gateway import GatewaySource
 
-            return SourceChain([self.source, GatewaySource([address.gateway])])
-        return self.source
+            chain = self._pasted[gateway] = SourceChain([self.source, GatewaySource([gateway])])
+        return chain
 
     def resolve(self, address: str | CID | IPFSPath) -> CID:
         """The CID an address points at (following its path through directories)."""
@@ -234,7 +244,7 @@ class Client:
             kind = stat(source, cid).type
             if kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
-                for entry in ls(source, cid):
+                for entry in ls(source, cid, resolve_types=False):  # stat() types each one next
                     if entry.name in ("", ".", "..") or "/" in entry.name or "\0" in entry.name:
                         raise UnixFSFormatError(f"refusing directory entry name {entry.name!r} in {cid}")
                     todo.append((entry.cid, dest / entry.name))
@@ -313,6 +323,9 @@ class Client:
 
     def close(self) -> None:
         self.source.close()
+        for chain in self._pasted.values():
+            chain.sources[-1].close()  # the pasted gateway; the rest is self.source
+        self._pasted = {}
 
     def __enter__(self) -> Client:
         return self
@@ -393,7 +406,7 @@ def _replace_with_symlink(dest: Path, target: str) -> None:
     os.replace(tmp, dest)
 
 
-_ENV_VARS = ("TORCH_IPFS_HOME", "TORCH_IPFS_API", "TORCH_IPFS_GATEWAYS", "TORCH_IPFS_CACHE_BYTES")
+_ENV_VARS = (config.ENV_HOME, config.ENV_API, config.ENV_GATEWAYS, config.ENV_CACHE_BYTES)
 _default: tuple[tuple[object, ...], Client] | None = None
 
 

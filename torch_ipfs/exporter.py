@@ -43,6 +43,9 @@ from typing import Any
 from torch_ipfs.cid import CID
 from torch_ipfs.encoders import EncodedSample, EncodeError, EncoderOptions, sample_fields
 from torch_ipfs.errors import IPFSError
+from torch_ipfs.formats import tar, tarshards
+from torch_ipfs.formats.detect import MANIFEST
+from torch_ipfs.formats.tarshards import SHARDS_DIR
 from torch_ipfs.sources.base import BlockStore
 from torch_ipfs.unixfs import hamt
 from torch_ipfs.unixfs.builder import Built, DagWriter
@@ -64,12 +67,9 @@ log = logging.getLogger(__name__)
 _SPOOL_BYTES = 64 * 1024 * 1024
 #: Default shard size limit when neither ``samples_per_shard`` nor ``shard_bytes`` is given.
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-_TAR_BLOCK = 512
 #: The two zero blocks that end a tar archive.
-_TAR_END = 2 * _TAR_BLOCK
+_TAR_END = 2 * tar.BLOCK
 
-MANIFEST_NAME = "manifest.json"
-SHARDS_DIR = "shards"
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,9 @@ class _FieldSchema:
             )
 
 
-def _tar_size(sample: EncodedSample) -> int:
-    """Bytes a sample takes in a tar (a header block + padded data per field)."""
-    return sum(_TAR_BLOCK + -(-len(v) // _TAR_BLOCK) * _TAR_BLOCK for v in sample.fields.values())
+def _tar_size(key: str, sample: EncodedSample) -> int:
+    """Bytes a sample takes in a tar shard (every member, headers included)."""
+    return sum(tar.member_size(f"{key}.{name}", len(v)) for name, v in sample.fields.items())
 
 
 def _label_field(schema: _FieldSchema) -> str | None:
@@ -134,13 +134,6 @@ def _label_field(schema: _FieldSchema) -> str | None:
 
 
 # -- shards ------------------------------------------------------------------------------
-
-
-def _tarshards():
-    """The sharded-tar format module (engineer F's: the reader side must match it)."""
-    from torch_ipfs.formats import tarshards
-
-    return tarshards
 
 
 class _ShardPlanner:
@@ -193,7 +186,7 @@ class _ShardPlanner:
             if self._pending is None:
                 self._pending = self._encode(self.next_index)
             sample = self._pending
-            sample_size = _tar_size(sample)
+            sample_size = _tar_size(sample_key(self.next_index), sample)
             if self.shard_bytes is not None and count and size + sample_size + _TAR_END > self.shard_bytes:
                 return  # the sample opens the next shard (a lone oversized sample gets its own)
             self._pending = None
@@ -241,7 +234,6 @@ def _write_dag(
     parent: str | CID | None,
     progress: bool,
 ) -> ExportResult:
-    tarshards = _tarshards()
     writer = import_options.writer(store)
     length = _dataset_length(dataset)
     with ExitStack() as stack:
@@ -279,13 +271,13 @@ def _write_dag(
             class_counts={str(k): v for k, v in sorted(planner.label_values.items())} or None,
         )
         manifest_bytes = tarshards.encode_manifest(manifest)
-    manifest_added = import_bytes(manifest_bytes, store, import_options, name=MANIFEST_NAME)
+    manifest_added = import_bytes(manifest_bytes, store, import_options, name=MANIFEST)
     shards_dir = _directory(writer, import_options, shards)
     root = _directory(
         writer,
         import_options,
         [
-            (MANIFEST_NAME, Built(manifest_added.cid, manifest_added.size, manifest_added.filesize)),
+            (MANIFEST, Built(manifest_added.cid, manifest_added.size, manifest_added.filesize)),
             (SHARDS_DIR, shards_dir),
         ],
     )
@@ -391,8 +383,8 @@ def export_dataset(
     with the per-shard facts."""
     if samples_per_shard is not None and samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    if shard_bytes is not None and shard_bytes < _TAR_BLOCK * 4:
-        raise ValueError(f"shard_bytes must be at least {_TAR_BLOCK * 4}, got {shard_bytes}")
+    if shard_bytes is not None and shard_bytes < tar.BLOCK * 4:
+        raise ValueError(f"shard_bytes must be at least {tar.BLOCK * 4}, got {shard_bytes}")
     if samples_per_shard is None and shard_bytes is None:
         shard_bytes = DEFAULT_SHARD_BYTES
     encoder = EncoderOptions(image_format=image_format, jpeg_quality=jpeg_quality, audio_format=audio_format)

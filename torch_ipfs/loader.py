@@ -671,6 +671,12 @@ class IPFSDataLoader:
         ``features``/``labels`` name the sample entries (default: :data:`FEATURE_KEYS` /
         :data:`LABEL_KEYS`); ``labels=""`` for features only."""
         reader = self._require()
+        with self._lock:
+            # A DataLoader reads by index: the head start load_dataset gave the first
+            # epoch of batches would only be read twice.
+            if self._pending is not None:
+                self._pending.close()
+                self._pending = None
         fkey, lkey = _pick_keys(self._first_sample(), features, labels)
         return SampleDataset(reader, fkey, lkey)
 

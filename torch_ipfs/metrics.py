@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_ipfs.cid import CID
-from torch_ipfs.errors import BlockNotFoundError, IntegrityError, SourceError
+from torch_ipfs.errors import BlockNotFoundError, IntegrityError
 from torch_ipfs.sources.base import BlockSource
 
 __all__ = [
@@ -477,8 +477,6 @@ class InstrumentedSource(BlockSource):
             kind = "not_found"
             if isinstance(e.__cause__, IntegrityError):
                 self.metrics.increment(f"source.integrity_errors[{self.label}]")
-        elif isinstance(e, SourceError):
-            kind = "errors"
         else:
             kind = "errors"
         self.metrics.increment(f"source.{kind}[{self.label}]")

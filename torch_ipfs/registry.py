@@ -195,7 +195,8 @@ class ModelRegistry:
         weights = _save_safetensors(tensors, detected)
         weights_cid = str(self.client.add(weights))
         with self._locked():
-            index = self._index(self.root)
+            previous = self.root  # read once under the lock: it cannot change until we write
+            index = self._index(previous)
             versions = index["models"].setdefault(name, [])
             if version is None:
                 version = str(len(versions) + 1)
@@ -225,7 +226,7 @@ class ModelRegistry:
             }
             manifest_cid = self._add_json(manifest)
             versions.append({"version": version, "manifest": manifest_cid})
-            index["previous"] = self.root
+            index["previous"] = previous
             self._set_root(self._add_json(index))
         return ModelVersion.from_manifest(manifest, manifest_cid)
 

@@ -96,6 +96,11 @@ def worker_context() -> tuple[int, int]:
     return info.id, info.num_workers
 
 
+def reader_context() -> tuple[int, int, int, int]:
+    """``(rank, world_size, worker_id, num_workers)`` of the code running now."""
+    return (*distributed_context(), *worker_context())
+
+
 # -- deterministic randomness --------------------------------------------------------------
 
 
@@ -140,7 +145,8 @@ class _SplitMix64:
 # -- the plan -------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, minimum: int | None) -> int:
+def check_int(name: str, value: Any, minimum: int | None) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum}"
         raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
@@ -156,7 +162,7 @@ def _check_bool(name: str, value: Any) -> bool:
 def _check_sizes(shard_sizes: Sequence[int]) -> list[int]:
     sizes = list(shard_sizes)
     for i, size in enumerate(sizes):
-        _check_int(f"shard_sizes[{i}]", size, 0)
+        check_int(f"shard_sizes[{i}]", size, 0)
     return sizes
 
 
@@ -243,11 +249,11 @@ def plan_epoch(
     a rank boundary falls, so uneven shards and fewer shards than ranks are fine.
     """
     sizes = _check_sizes(shard_sizes)
-    _check_int("seed", seed, None)
-    _check_int("epoch", epoch, 0)
+    check_int("seed", seed, None)
+    check_int("epoch", epoch, 0)
     _check_bool("shuffle", shuffle)
     _check_bool("drop_last", drop_last)
-    _check_int("world_size", world_size, 1)
+    check_int("world_size", world_size, 1)
     total = sum(sizes)
     order = _epoch_order(sizes, seed, epoch, shuffle)
     per_rank = rank_sample_count(total, world_size, drop_last)
@@ -263,7 +269,7 @@ def split_for_worker(spans: Sequence[SampleSpan], worker_id: int, num_workers: i
     samples: every sample goes to exactly one worker, counts differ by at most one, and
     each worker streams one run (it switches shards only where the rank's order does).
     """
-    _check_int("num_workers", num_workers, 1)
+    check_int("num_workers", num_workers, 1)
     if isinstance(worker_id, bool) or not isinstance(worker_id, int) or not 0 <= worker_id < num_workers:
         raise ValueError(f"worker_id must be an integer in [0, {num_workers}), got {worker_id!r}")
     total = sum(len(s) for s in spans)
@@ -335,7 +341,7 @@ class SplitIterator:
         shuffle: bool = False,
         drop_last: bool = False,
     ) -> None:
-        self.seed = _check_int("seed", seed, None)
+        self.seed = check_int("seed", seed, None)
         self.shuffle = _check_bool("shuffle", shuffle)
         self.drop_last = _check_bool("drop_last", drop_last)
         self._sizes_source = shard_sizes
@@ -358,7 +364,7 @@ class SplitIterator:
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from the next pass on (in every worker process)."""
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self._shared[_EPOCH] = epoch
         if self._progress is not None and self._progress.epoch != epoch:
             self._progress = None  # a new epoch starts from its beginning
@@ -385,9 +391,8 @@ class SplitIterator:
     def spans_for_current_worker(self) -> list[SampleSpan]:
         """Start a pass: the spans this (rank, worker) reads, minus what a loaded state says
         was already yielded. Call :meth:`advance` for each sample delivered."""
-        rank, world = distributed_context()
-        worker, workers = worker_context()
-        context = (rank, world, worker, workers)
+        context = reader_context()
+        rank, world, worker, workers = context
         epoch = self.epoch
         skip = 0
         resume = self._progress
@@ -445,8 +450,8 @@ class SplitIterator:
                     f"cannot resume: the state was saved with {name}={state[name]!r}, "
                     f"this dataset has {name}={getattr(self, name)!r}"
                 )
-        epoch = _check_int("epoch", state["epoch"], 0)
-        yielded = _check_int("yielded", state["yielded"], 0)
+        epoch = check_int("epoch", state["epoch"], 0)
+        yielded = check_int("yielded", state["yielded"], 0)
         context = tuple(state["context"]) if state.get("context") is not None else None
         self._shared[_EPOCH] = epoch
         self._progress = _Progress(epoch, yielded, context, pending=True)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from typing import Any
 
 from torch.utils.data import IterableDataset
 
-from torch_ipfs.sharding import SharedInts, distributed_context, epoch_seed, worker_context
+from torch_ipfs.sharding import SharedInts, check_int, epoch_seed, reader_context
 
 __all__ = ["ShuffleDataset"]
 
@@ -77,13 +77,9 @@ class ShuffleDataset(IterableDataset):
 
     def __init__(self, dataset: Iterable[Any], buffer_size: int, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be an integer >= 1, got {buffer_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
         self.dataset = dataset
-        self.buffer_size = buffer_size
-        self.seed = seed
+        self.buffer_size = check_int("buffer_size", buffer_size, 1)
+        self.seed = check_int("seed", seed, None)
         # [epoch or _AUTO, pass counter of worker slot 0, 1, ...], shared with workers so
         # set_epoch reaches persistent workers and pass counts survive worker restarts.
         self._shared = SharedInts([_AUTO] + [0] * _PASS_SLOTS)
@@ -104,9 +100,7 @@ class ShuffleDataset(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``(seed, epoch)`` from the next pass on, here and in workers."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self._shared[0] = epoch
+        self._shared[0] = check_int("epoch", epoch, 0)
         if self._progress is not None and self._progress["epoch"] != epoch:
             self._progress = None
         set_inner = getattr(self.dataset, "set_epoch", None)
@@ -115,17 +109,12 @@ class ShuffleDataset(IterableDataset):
 
     # -- iteration
 
-    def _context(self) -> tuple[int, int, int, int]:
-        rank, world = distributed_context()
-        worker, workers = worker_context()
-        return rank, world, worker, workers
-
     def _inner_state(self) -> Any:
         state_dict = getattr(self.dataset, "state_dict", None)
         return state_dict() if callable(state_dict) else None
 
     def __iter__(self) -> Iterator[Any]:
-        context = self._context()
+        context = reader_context()
         slot = 1 + context[2] % _PASS_SLOTS
         resume, self._resume = self._resume, None
         skip = 0
@@ -179,7 +168,7 @@ class ShuffleDataset(IterableDataset):
             progress = self._progress
         else:
             epoch = self._shared[0]
-            context = self._context()
+            context = reader_context()
             pass_no = self._shared[1 + context[2] % _PASS_SLOTS] if epoch == _AUTO else 0
             progress = {
                 "epoch": epoch,

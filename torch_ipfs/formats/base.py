@@ -159,6 +159,7 @@ class Layout(abc.ABC):
         self.schema = SampleSchema()
         self._files: OrderedDict[tuple[int, str, str | None], Any] = OrderedDict()
         self._starts: list[int] | None = None
+        self._total = 0
 
     # -- what subclasses provide ----------------------------------------------------------
 
@@ -189,31 +190,34 @@ class Layout(abc.ABC):
     # -- derived -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return sum(self.shard_sizes())
+        self.shard_starts()
+        return self._total
 
     def shard_starts(self) -> list[int]:
-        """Global index of each shard's first sample."""
+        """Global index of each shard's first sample (computed once: every read uses it)."""
         if self._starts is None:
             starts, total = [], 0
             for size in self.shard_sizes():
                 starts.append(total)
                 total += size
-            self._starts = starts
+            self._starts, self._total = starts, total
         return self._starts
 
     def locate(self, index: int) -> tuple[int, int]:
-        """``(shard, offset in shard)`` of global sample ``index``."""
-        n = len(self)
+        """``(shard, offset in shard)`` of global sample ``index`` (negative counts from the end)."""
+        starts = self.shard_starts()
+        index = self._check_index(index, self._total)
+        # bisect_right lands on the last shard starting at or before index: never an empty one
+        shard = bisect.bisect_right(starts, index) - 1
+        return shard, index - starts[shard]
+
+    @staticmethod
+    def _check_index(index: int, n: int) -> int:
         if index < 0:
             index += n
         if not 0 <= index < n:
             raise IndexError(f"sample index {index} out of range for {n} samples")
-        starts = self.shard_starts()
-        shard = bisect.bisect_right(starts, index) - 1
-        sizes = self.shard_sizes()
-        while sizes[shard] == 0:  # pragma: no cover - bisect_right already skips empty shards
-            shard += 1
-        return shard, index - starts[shard]
+        return index
 
     def describe(self) -> list[str]:
         """Lines for the dataset's ``repr``."""
@@ -272,8 +276,7 @@ class ListLayout(Layout):
         """Sample ``i`` of the list, ``0 <= i < count()`` (already checked)."""
 
     def read_sample(self, index: int) -> RawSample:
-        shard, offset = self.locate(index)  # bounds check, negative indexes
-        return self.read_item(self.shard_starts()[shard] + offset)
+        return self.read_item(self._check_index(index, self.count()))
 
     def shard_sizes(self) -> list[int]:
         n, size = self.count(), self.virtual_shard_size

@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from torch_ipfs.cid import IPFSPath
-from torch_ipfs.formats.base import ClientHandle, ListLayout, RawSample, SampleSchema, sniff_extension
+from torch_ipfs.formats.base import (
+    ClientHandle,
+    ListLayout,
+    RawSample,
+    SampleSchema,
+    json_sample,
+    sniff_extension,
+)
 from torch_ipfs.formats.manifest import field, load_json, parse_ref
 
 __all__ = ["CIDListLayout", "is_cidlist_manifest", "sample_from_bytes"]
@@ -25,10 +32,7 @@ def sample_from_bytes(data: bytes, key: str, where: str) -> RawSample:
     """A sample file: a JSON object if it is one, else one value named by its magic number."""
     head = data[:64].lstrip()
     if head[:1] in (b"{", b"["):
-        value = load_json(data, where)
-        if isinstance(value, dict):
-            return RawSample(key, value, "dict")
-        return RawSample(key, {"json": value}, "single")
+        return json_sample(load_json(data, where), key)
     return RawSample(key, {sniff_extension(data): data}, "single")
 
 

@@ -108,8 +108,7 @@ class _Detector:
         return {e.name: e for e in self.client.get().ls(self.root)}
 
     def _cat(self, ref: IPFSPath) -> bytes:
-        f = self.client.get().file(ref)
-        return f.read_range(0, f.size)
+        return self.client.get().cat(ref)
 
     def open(self, layout: str | None) -> Layout:
         is_dir = self._stat_type() == "dir"
@@ -139,14 +138,16 @@ class _Detector:
             )
         if layout == "folder":
             raise ManifestError(f"{self.where}: the folder layout needs a directory, this is a file")
-        head = self.client.get().file(self.root).read_range(0, 512)
+        root_file = self.client.get().file(self.root)
+        head = root_file.read_range(0, 512)
         name = self.address.path.rsplit("/", 1)[-1] or str(self.root.cid)
         if layout == "tarshards" or (layout is None and _is_tar(head)):
             return self._tars([(name, self.root.cid)])
         if layout == "zip" or (layout is None and head[:4] in (b"PK\x03\x04", b"PK\x05\x06")):
             return self._zips([(name, self.root.cid)])
         if head.lstrip()[:1] == b"{":
-            return self.from_manifest(load_json(self._cat(self.root), self.where), self.where, layout)
+            manifest = root_file.read_range(0, root_file.size)
+            return self.from_manifest(load_json(manifest, self.where), self.where, layout)
         raise ManifestError(
             f"{self.where}: unknown dataset layout: not a JSON manifest, tar or zip archive; "
             "for a single file use IPFSObject(url, RemoteFileType.PLAIN) or layout='plain'"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch_ipfs.cid import IPFSPath
+from torch_ipfs.cid import CID, IPFSPath
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats.base import (
     ClientHandle,
@@ -64,10 +64,13 @@ class FolderLayout(ListLayout):
     name = "folder"
 
     def __init__(self, client: ClientHandle, where: str, root: IPFSPath, paths: list[str],
-                 targets: list[int] | None, classes: list[str] | None):  # fmt: skip
+                 targets: list[int] | None, classes: list[str] | None,
+                 cids: list[CID] | None = None):  # fmt: skip
         super().__init__(client, where)
         self.root = root
         self.paths = paths
+        #: each path's CID when the folder walk found them (else paths are resolved on read)
+        self.cids = cids
         self.targets = targets
         structure = "tuple" if targets is not None else "single"
         self.schema = SampleSchema(structure=structure, classes=classes, with_key=False)
@@ -75,16 +78,17 @@ class FolderLayout(ListLayout):
     @classmethod
     def open(cls, client: ClientHandle, root: IPFSPath, where: str, entries: dict[str, Any]) -> FolderLayout:
         if METADATA in entries:
-            f = client.get().file(child(root, entries[METADATA].cid))
             try:
-                text = f.read_range(0, f.size).decode("utf-8")
+                text = client.get().cat(child(root, entries[METADATA].cid)).decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ManifestError(f"{where}/{METADATA}: not UTF-8 ({e})") from None
             paths, labels = parse_metadata(text, f"{where}/{METADATA}")
         else:
-            paths, labels = _walk_files(client, root, ""), None
-            if not paths:
+            files, labels = _walk_files(client, root, ""), None
+            if not files:
                 raise ManifestError(f"{where}: the folder has no files")
+            targets, classes = _targets(labels)
+            return cls(client, where, root, [p for p, _ in files], targets, classes, [c for _, c in files])
         targets, classes = _targets(labels)
         return cls(client, where, root, paths, targets, classes)
 
@@ -93,7 +97,10 @@ class FolderLayout(ListLayout):
 
     def read_item(self, i: int) -> RawSample:
         path = self.paths[i]
-        ref = IPFSPath(self.root.cid, path, self.root.gateway)
+        if self.cids is not None:
+            ref = child(self.root, self.cids[i])
+        else:  # a metadata.txt path: resolved through the folder
+            ref = IPFSPath(self.root.cid, path, self.root.gateway)
         data = self.cat(ref)
         fields: dict[str, Any] = {extension_of(path) or sniff_extension(data): data}
         if self.targets is not None:
@@ -112,13 +119,14 @@ def _targets(labels: list[str] | None) -> tuple[list[int] | None, list[str] | No
         return [index[label] for label in labels], classes
 
 
-def _walk_files(client: ClientHandle, root: IPFSPath, prefix: str) -> list[str]:
-    out: list[str] = []
+def _walk_files(client: ClientHandle, root: IPFSPath, prefix: str) -> list[tuple[str, CID]]:
+    """``(path, CID)`` of every file under ``root``, sorted by path."""
+    out: list[tuple[str, CID]] = []
     for entry in client.get().ls(root):
         path = f"{prefix}{entry.name}"
         check_member_name(path, str(root))
         if entry.type == "dir":
             out += _walk_files(client, child(root, entry.cid), path + "/")
         elif entry.type == "file":
-            out.append(path)
-    return sorted(out)
+            out.append((path, entry.cid))
+    return sorted(out, key=lambda item: item[0])

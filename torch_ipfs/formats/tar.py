@@ -25,6 +25,7 @@ __all__ = [
     "TarMember",
     "group_samples",
     "iter_members",
+    "member_size",
     "scan_index",
     "write_tar_shard",
 ]
@@ -73,6 +74,15 @@ class ShardIndex:
 
     def to_json(self) -> dict[str, Any]:
         return {"keys": list(self.keys), "offsets": list(self.offsets)}
+
+
+def member_size(name: str, size: int) -> int:
+    """Bytes a member written by :func:`write_tar_shard` takes: its header (plus a GNU
+    long-name record when the UTF-8 name is over 100 bytes, as ``tarfile`` writes it)
+    and its data padded to a block."""
+    name_bytes = len(name.encode("utf-8"))
+    long_name = BLOCK + _padded(name_bytes + 1) if name_bytes > tarfile.LENGTH_NAME else 0
+    return long_name + BLOCK + _padded(size)
 
 
 def _header(name: str, size: int) -> bytes:

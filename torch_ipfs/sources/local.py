@@ -386,6 +386,12 @@ class LocalStore(BlockStore):
         if cid.is_identity:
             return
         self.check(cid, data)  # before anything touches the disk
+        self.put_hashed(cid, data)
+
+    def put_hashed(self, cid: CID, data: bytes) -> None:
+        """Store a block the importer has just hashed (see :meth:`BlockStore.put_hashed`)."""
+        if cid.is_identity:
+            return
         with self.writer():
             self._write_block(cid.multihash, data)
             if self.fsync:

@@ -71,7 +71,8 @@ class DagWriter:
         self.cid_version = cid_version
         self.raw_leaves = raw_leaves
         self.hash_code = hash_code
-        self._put = store.put
+        # we hash every block to name it: the store need not hash it again
+        self._put = getattr(store, "put_hashed", store.put)
 
     # -- hashing and storing ----------------------------------------------------------
 

@@ -105,11 +105,9 @@ def get_chunker(spec: str | Chunker = DEFAULT_CHUNKER) -> Chunker:
     """The chunker for a spec string such as ``"size-262144"`` (or a ready :class:`Chunker`)."""
     if isinstance(spec, Chunker):
         return spec
-    if spec == "default" or spec == "":
+    if spec in ("default", "", "size"):  # Kubo reads a bare "size" as the default size
         spec = DEFAULT_CHUNKER
-    name, sep, arg = spec.partition("-")
-    if name == "size" and not sep:
-        return FixedSizeChunker(262144)
+    name, _, arg = spec.partition("-")
     try:
         factory = CHUNKERS[name]
     except KeyError:

@@ -108,10 +108,6 @@ class FileNode:
     offsets: tuple[int, ...]
     size: int
 
-    @property
-    def is_leaf(self) -> bool:
-        return not self.links
-
 
 def decode_file_node(cid: CID, block: bytes, *, root: bool = False) -> FileNode:
     """Decode a (verified) block as a node of a UnixFS file.

@@ -125,6 +125,12 @@ def _rate(events: list[tuple[float, float]], bins: int = 25) -> tuple[list[float
     return [t0 + (i + 0.5) * width for i in range(n)], [v / width for v in sums]
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
 def _plot_throughput(plt: Any, metrics: MetricsCollector, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6))
     x, y = _rate(metrics.values("loader.batch_samples"))
@@ -142,9 +148,7 @@ def _plot_throughput(plt: Any, metrics: MetricsCollector, path: Path) -> None:
         ax.text(0.5, 0.5, "no samples or blocks recorded", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("Throughput over time")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_latency(plt: Any, metrics: MetricsCollector, path: Path) -> None:
@@ -173,9 +177,7 @@ def _plot_latency(plt: Any, metrics: MetricsCollector, path: Path) -> None:
     ax.set_ylabel("count")
     ax.set_title("Latency distribution")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _log_edges(lo: float, hi: float, n: int) -> list[float]:
@@ -205,9 +207,7 @@ def _plot_cache(plt: Any, metrics: MetricsCollector, path: Path) -> None:
         ax2.text(0.5, 0.5, "no cache in the read path", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_title("Cache hit rate per epoch")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def time_split(metrics: MetricsCollector) -> dict[str, float]:
@@ -251,9 +251,7 @@ def _plot_time_split(plt: Any, metrics: MetricsCollector, path: Path) -> None:
     ax.set_xlabel("seconds (summed over threads)")
     ax.set_title("Where the time went")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # -- the page ----------------------------------------------------------------------------------

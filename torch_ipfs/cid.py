@@ -17,6 +17,7 @@ from multiformats import multibase
 
 from torch_ipfs import multihash
 from torch_ipfs.errors import IntegrityError, InvalidCIDError
+from torch_ipfs.multihash import SHA2_256
 from torch_ipfs.varint import decode_varint, encode_varint
 
 __all__ = [
@@ -100,7 +101,7 @@ class CID:
         codec: int = RAW,
         *,
         version: int = 1,
-        hash_code: int = multihash.SHA2_256,
+        hash_code: int = SHA2_256,  # the module name: ``multihash`` is also a field here
     ) -> CID:
         """The CID of a block of ``data`` encoded with ``codec``."""
         return cls(version, codec, multihash.digest(data, hash_code))

@@ -303,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pin_rm)
 
     repo = sub.add_parser("repo", help="the embedded store")
-    repo = repo.add_subparsers(dest="repo_command", required=True)
-    p = repo.add_parser("gc", help="remove every block not reachable from a pin")
+    repo_sub = repo.add_subparsers(dest="repo_command", required=True)
+    p = repo_sub.add_parser("gc", help="remove every block not reachable from a pin")
     p.set_defaults(func=cmd_repo_gc)
 
     p = sub.add_parser("serve", help="serve the embedded store as a trustless HTTP gateway")

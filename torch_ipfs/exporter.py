@@ -557,7 +557,7 @@ def dataset_from_spec(
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise DatasetSpecError(f"cannot import {module_name!r} for dataset {spec!r}: {e}") from None
-        factory = module
+        factory: Any = module
         for part in attr.split("."):
             factory = getattr(factory, part, None)
             if factory is None:

@@ -702,7 +702,7 @@ class IPFSDataLoader:
         dataset = self.to_pytorch_dataset(features, labels)
         sampler = EpochSampler(len(dataset), shuffle=self.shuffle, seed=self.seed, order=self.epoch_order)
         return DataLoader(
-            dataset,
+            dataset,  # type: ignore[arg-type]  # a plain sequence (torch stays a lazy import)
             batch_size=batch_size or self.batch_size,
             sampler=sampler,
             num_workers=num_workers,
@@ -731,6 +731,7 @@ class IPFSDataLoader:
             )
         first = self._first_sample()
         fkey, lkey = _pick_keys(first, features, labels, required=False)
+        keys: tuple[str, ...]
         if fkey is not None:
             keys = (fkey, lkey) if lkey else (fkey,)
         else:

@@ -23,7 +23,7 @@ BLAKE2B_256 = 0xB220
 #: Identity "digests" longer than this are refused (the multihash spec's limit).
 MAX_IDENTITY_LENGTH = 128
 
-_FUNCTIONS: dict[int, tuple[str, Callable[[bytes], bytes]]] = {
+_FUNCTIONS: dict[int, tuple[str, Callable[[bytes | memoryview], bytes]]] = {
     IDENTITY: ("identity", bytes),
     SHA2_256: ("sha2-256", lambda b: hashlib.sha256(b).digest()),
     SHA2_512: ("sha2-512", lambda b: hashlib.sha512(b).digest()),
@@ -50,7 +50,7 @@ def digest(data: bytes | memoryview, code: int = SHA2_256) -> bytes:
         raise CIDFormatError(f"unsupported multihash function 0x{code:x}") from None
     if code == IDENTITY and len(data) > MAX_IDENTITY_LENGTH:
         raise CIDFormatError(f"identity multihash over {MAX_IDENTITY_LENGTH} bytes ({len(data)})")
-    return encode(code, fn(bytes(data) if code == IDENTITY else data))
+    return encode(code, fn(data))
 
 
 def decode(mh: bytes) -> tuple[int, bytes]:

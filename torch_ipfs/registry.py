@@ -33,6 +33,7 @@ other. Share a registry by its CID: ``ModelRegistry(root="bafy...")`` reads that
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -283,6 +284,7 @@ class ModelRegistry:
         """
         entry = self.get(name, version)
         data = _verified(lambda: self.client.cat(entry.weights_cid))
+        tensors: dict[str, Any]
         if entry.framework == "numpy":
             from safetensors.numpy import load as load_numpy
 
@@ -296,7 +298,7 @@ class ModelRegistry:
         model.load_state_dict(tensors, strict=strict)
         return model
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:  # ``list`` is a method of this class
         """Index CIDs from the current one back to the first (each register adds one)."""
         chain, cid = [], self.root
         while cid is not None:
@@ -341,12 +343,12 @@ def _tensors_of(model: Any) -> tuple[dict[str, Any], str]:
 
 def _save_safetensors(tensors: dict[str, Any], kind: str) -> bytes:
     if kind == "numpy":
-        from safetensors.numpy import save
+        from safetensors.numpy import save as save_numpy
 
-        return save(tensors)
-    from safetensors.torch import save
+        return save_numpy(tensors)
+    from safetensors.torch import save as save_torch
 
-    return save(tensors)
+    return save_torch(tensors)
 
 
 def _dtype_name(t: Any) -> str:

@@ -19,6 +19,7 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import math
 import os
@@ -33,7 +34,7 @@ __all__ = ["add_report_arguments", "cmd_report", "render", "text_summary"]
 PLOTS = ("throughput", "latency", "cache", "time_split")
 
 
-def _write(path: Path, write: Callable[[Path], None]) -> Path:
+def _write(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(path.name + ".part")
     try:
         write(tmp)
@@ -281,7 +282,7 @@ def render(
         "time_split": _plot_time_split,
     }
     for name, draw in drawers.items():
-        _write(out / f"{name}.png", lambda p, draw=draw: draw(plt, metrics, p))
+        _write(out / f"{name}.png", functools.partial(draw, plt, metrics))
     page = _html(metrics, title)
     return _write(out / "index.html", lambda p: p.write_text(page, encoding="utf-8"))
 

@@ -80,8 +80,9 @@ class GatewayServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """Base URL of this gateway (``http://127.0.0.1:PORT``)."""
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        address, port = self.server_address[:2]
+        host = address.decode() if isinstance(address, bytes) else str(address)  # typeshed allows bytes
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
     def start(self) -> threading.Thread:

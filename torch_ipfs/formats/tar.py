@@ -13,7 +13,7 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats.base import RawSample, check_member_name, split_key
@@ -111,7 +111,7 @@ def _members_of(sample: Any) -> tuple[str, dict[str, bytes]]:
     return str(key), fields
 
 
-def write_tar_shard(samples: Iterable[Any], out: BinaryIO) -> ShardIndex:
+def write_tar_shard(samples: Iterable[Any], out: IO[bytes]) -> ShardIndex:
     """Write samples as one tar shard (WebDataset conventions) and return its index.
 
     ``samples`` yields ``(key, {field: bytes})`` pairs (or dicts with ``"__key__"``);

@@ -237,7 +237,7 @@ class TarShardsLayout(Layout):
         shards = [_parse_shard(e, i, root, where) for i, e in enumerate(entries)]
         total = field(manifest, "total_samples", int, where, required=False)
         if total is not None and all(s.index is not None for s in shards):
-            counted = sum(len(s.index) for s in shards)  # type: ignore[arg-type]
+            counted = sum(len(s.index or ()) for s in shards)
             if counted != total:
                 raise ManifestError(f"{where}: total_samples {total} but the shards index {counted} samples")
         meta = {

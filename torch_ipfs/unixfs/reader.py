@@ -151,7 +151,7 @@ def decode_file_node(cid: CID, block: bytes, *, root: bool = False) -> FileNode:
     )
 
 
-def _decode_leaf(cid: CID, block: bytes) -> FileNode | None:
+def _decode_leaf(cid: CID, block: bytes | memoryview) -> FileNode | None:
     """Fast path for the commonest block, a dag-pb file leaf: a PBNode whose only field is
     Data (``0a len unixfs``). The strict UnixFS decoder runs over a memoryview, so the
     chunk bytes are not copied twice; anything else returns None (the general path)."""
@@ -698,13 +698,14 @@ def _entry_type_of(cid: CID, block: bytes) -> EntryType:
     if cid.codec != DAG_PB:
         return "unknown"
     _, fsdata = _decode_unixfs(cid, block)
-    return {
+    kinds: dict[DataType, EntryType] = {
         DataType.File: "file",
         DataType.Raw: "file",
         DataType.Directory: "dir",
         DataType.HAMTShard: "dir",
         DataType.Symlink: "symlink",
-    }.get(fsdata.type, "unknown")
+    }
+    return kinds.get(fsdata.type, "unknown")
 
 
 def _directory(source, cid: CID) -> tuple[PBNode, UnixFSData]:

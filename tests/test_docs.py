@@ -32,6 +32,7 @@ The convention (also in README's "Development" section):
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import ipaddress
 import os
 import re
@@ -43,7 +44,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class Block:
 
 def parse(path: Path) -> list[Block]:
     """The fenced blocks of one Markdown file, in order."""
-    rel = path.relative_to(ROOT).as_posix()
+    rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -97,7 +97,8 @@ def parse(path: Path) -> list[Block]:
         body = "\n".join(ln[indent:] if ln[:indent].isspace() else ln for ln in lines[i + 1 : end])
         marker = SKIP.match(lines[i - 1]) if i else None
         lang = m["lang"].lower()
-        blocks.append(Block(rel, i + 1, RUN_LANGS.get(lang, lang), body, marker["reason"] if marker else None))
+        reason = marker["reason"] if marker else None
+        blocks.append(Block(rel, i + 1, RUN_LANGS.get(lang, lang), body, reason))
         i = end + 1
     return blocks
 
@@ -118,7 +119,7 @@ def test_skip_markers_sit_on_runnable_blocks():
     for path in doc_files():
         lines = path.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines):
-            if "docs-test:" in line:
+            if re.match(r"\s*<!--\s*docs-test", line):
                 nxt = FENCE.match(lines[n + 1]) if n + 1 < len(lines) else None
                 ok = SKIP.match(line) and nxt and RUN_LANGS.get(nxt["lang"].lower())
                 if not ok:
@@ -185,25 +186,34 @@ class World:
     gateway_proc: subprocess.Popen | None = None
 
     def start_gateway(self) -> str:
+        """A loopback ``torch-ipfs serve`` of the docs store, started on first use."""
         if self.gateway is None:
             port = _free_port()
-            self.gateway_proc = subprocess.Popen(
-                [sys.executable, "-m", "torch_ipfs.cli", "serve", "--port", str(port)],
-                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
-            url = f"http://127.0.0.1:{port}"
+            log = self.workdirs.parent / "gateway.log"
+            with open(log, "wb") as err:  # a file: a pipe nobody reads would stall the server
+                self.gateway_proc = subprocess.Popen(
+                    [sys.executable, "-m", "torch_ipfs.cli", "serve", "--port", str(port)],
+                    env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+                )
             deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/ipfs/{self.placeholders['cid']}/manifest.json", timeout=5)
-                    break
-                except OSError:
-                    if self.gateway_proc.poll() is not None or time.monotonic() > deadline:
-                        err = self.gateway_proc.stderr.read().decode() if self.gateway_proc.stderr else ""
-                        raise RuntimeError(f"the docs gateway did not come up: {err}") from None
-                    time.sleep(0.1)
-            self.gateway = url
+            while not _answers(port, f"/ipfs/{self.placeholders['cid']}/manifest.json"):
+                if self.gateway_proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the docs gateway did not come up: {log.read_text()}")
+                time.sleep(0.1)
+            self.gateway = f"http://127.0.0.1:{port}"
         return self.gateway
+
+
+def _answers(port: int, path: str) -> bool:
+    # http.client, not urllib: no proxy settings apply to this loopback probe.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -308,7 +318,8 @@ def _state(doc: str, world: World) -> DocState:
         workdir = Path(tempfile.mkdtemp(prefix=re.sub(r"\W", "_", doc) + "-", dir=world.workdirs))
         for item in world.template.iterdir():
             subprocess.run(["cp", "-a", str(item), str(workdir)], check=True)
-        _STATES[doc] = DocState(workdir, {"__name__": "__docs__"}, workdir.parent / (workdir.name + ".sh"), {})
+        shell_state = workdir.parent / (workdir.name + ".sh")
+        _STATES[doc] = DocState(workdir, {"__name__": "__docs__"}, shell_state, {})
     return _STATES[doc]
 
 
@@ -365,9 +376,9 @@ def _run(block: Block, world: World, monkeypatch) -> None:
     # Earlier blocks of the same document first (the doc reads as one session), even
     # when this test was selected alone.
     for earlier in RUNNABLE:
-        if earlier.doc == block.doc and earlier.line < block.line and earlier.skip is None:
-            if earlier.line not in state.done:
-                _execute(earlier, state, world, monkeypatch)
+        same_doc = earlier.doc == block.doc and earlier.line < block.line
+        if same_doc and earlier.skip is None and earlier.line not in state.done:
+            _execute(earlier, state, world, monkeypatch)
     if block.line not in state.done:
         _execute(block, state, world, monkeypatch)
     failure = state.done[block.line]
@@ -395,3 +406,59 @@ def test_block(block: Block, world: World, monkeypatch):
     if block.skip is not None:
         pytest.skip(f"{block.id}: {block.skip}")
     _run(block, world, monkeypatch)
+
+
+# -- the harness itself: it must be able to fail ------------------------------------------------
+
+
+def test_parse_finds_languages_markers_and_lines(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "# x\n```python\na = 1\n```\n<!-- docs-test: skip (needs a daemon) -->\n```sh\nipfs id\n```\n"
+        "```text\nout\n```\n- item:\n\n  ```bash\n  echo hi\n  ```\n```\nbare\n```\n"
+    )
+    got = [(b.line, b.lang, b.code, b.skip) for b in parse(doc)]
+    assert got == [
+        (2, "python", "a = 1", None),
+        (6, "bash", "ipfs id", "needs a daemon"),
+        (9, "text", "out", None),
+        (14, "bash", "echo hi", None),
+        (17, "", "bare", None),
+    ]
+
+
+def _selftest(world: World, monkeypatch, doc: str, *blocks: tuple[str, str]) -> list[str | None]:
+    parsed = [Block(doc, n + 1, lang, code, None) for n, (lang, code) in enumerate(blocks)]
+    state = _state(doc, world)
+    for b in parsed:
+        _execute(b, state, world, monkeypatch)
+    return [state.done[b.line] for b in parsed]
+
+
+def test_blocks_of_a_doc_share_python_and_shell_state(world, monkeypatch):
+    assert _selftest(
+        world, monkeypatch, "selftest-state.md",
+        ("python", "x = 41"),
+        ("python", "assert x + 1 == 42"),
+        ("bash", "v=7; cd my_dataset"),
+        ("bash", 'test "$v" = 7 && test -f labels.txt'),
+        ("bash", "test \"$(torch-ipfs cat <dir-cid>/labels.txt | head -1)\" = '0 label-0'"),
+    ) == [None] * 5
+
+
+def test_a_wrong_snippet_fails(world, monkeypatch):
+    results = _selftest(
+        world, monkeypatch, "selftest-wrong.md",
+        ("python", "from torch_ipfs import NoSuchName"),
+        ("bash", "torch-ipfs cat <cid>/no-such-file"),
+        ("bash", "false; echo not reached"),
+        ("python", "print('<unbound-placeholder>')"),
+        ("bash", "curl http://10.1.2.3:8080/"),
+        ("python", "import torch_ipfs.fs; open('ipfs://<cid>').read()"),
+    )
+    assert all(r is not None for r in results), results
+    assert "NoSuchName" in results[0]
+    assert "exit status 1" in results[1] and "no-such-file" in results[1]
+    assert "not reached" not in results[2]
+    assert "unknown placeholders ['unbound-placeholder']" in results[3]
+    assert "neither loopback nor a documentation address" in results[4]

@@ -454,7 +454,6 @@ def test_a_wrong_snippet_fails(world, monkeypatch):
         ("bash", "false; echo not reached"),
         ("python", "print('<unbound-placeholder>')"),
         ("bash", "curl http://10.1.2.3:8080/"),
-        ("python", "import torch_ipfs.fs; open('ipfs://<cid>').read()"),
     )
     assert all(r is not None for r in results), results
     assert "NoSuchName" in results[0]

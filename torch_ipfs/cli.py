@@ -184,7 +184,7 @@ def cmd_repo_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from torch_ipfs.report import cmd_report as run_report
+    from torch_ipfs.cli_report import cmd_report as run_report
 
     code, text = run_report(args)
     (sys.stdout if code == 0 else sys.stderr).write(text)
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-Q", "--quiet", action="store_true", help="print only the root CID")
     p.set_defaults(func=cmd_export)
 
-    from torch_ipfs.report import add_report_arguments
+    from torch_ipfs.cli_report import add_report_arguments
 
     p = sub.add_parser("report", help="HTML report with plots of a loader run's metrics")
     add_report_arguments(p)

@@ -447,6 +447,8 @@ class IPFSDataLoader:
             self._reader = _SampleReader(layout, metrics=self.metrics, **self._reader_options)
             self.total_samples = len(layout)
             self.dataset_cid = cid
+            self.metrics.set_info("dataset", cid if cid is not None else layout.where)
+            self.metrics.set_info("layout", layout.name)
             self.dataset_metadata = dict(getattr(layout, "meta", {}) or {})
             self.epoch = 0
             self._cache_seen = self._cache_counts()
@@ -580,6 +582,8 @@ class IPFSDataLoader:
         return sum(c.hits for c in caches), sum(c.misses for c in caches)
 
     def _record_cache_stats(self, epoch: int) -> None:
+        """Cache lookups of the epoch that just ended, every epoch (none is left out of
+        the report's per-epoch table, also one with no lookups)."""
         now = self._cache_counts()
         if now is None:
             return
@@ -588,6 +592,8 @@ class IPFSDataLoader:
         self._cache_seen = now
         self.metrics.increment("cache.hits", hits)
         self.metrics.increment("cache.misses", misses)
+        self.metrics.record_metric("cache.epoch_hits", hits, epoch=epoch)
+        self.metrics.record_metric("cache.epoch_misses", misses, epoch=epoch)
         if hits + misses:
             self.metrics.record_metric("cache.hit_rate", hits / (hits + misses), epoch=epoch)
 

@@ -202,7 +202,7 @@ class _Detector:
         if kind == "embedded":
             return embedded.EmbeddedLayout.from_manifest(self.client, manifest, where)
         if kind == "shardedjson":
-            return shardedjson.ShardedJSONLayout.from_manifest(self.client, self.root, manifest, where)
+            return shardedjson.open_shardedjson(self.client, self.root, manifest, where)
         if kind == "multimodal":
             return multimodal.MultimodalLayout.from_manifest(self.client, self.root, manifest, where)
         if kind == "cidlist":

@@ -104,8 +104,11 @@ class _SampleReader:
     """
 
     def __init__(self, layout: Layout, *, decode: Any, fetch_media: bool, on_error: str, retries: int,
-                 sample_rate: int | None, metrics: MetricsCollector | None) -> None:  # fmt: skip
+                 sample_rate: int | None, metrics: MetricsCollector | None,
+                 indices: Sequence[int] | None = None) -> None:  # fmt: skip
         self.layout = layout
+        #: the layout's samples this reader's index ``i`` reads (a split), or all of them
+        self.indices = list(indices) if indices is not None else None
         self.decoder = Decoder(decode, sample_rate=sample_rate)
         self.on_error = on_error
         self.retries = retries
@@ -121,10 +124,12 @@ class _SampleReader:
         return state
 
     def __len__(self) -> int:
-        return len(self.layout)
+        return len(self.indices) if self.indices is not None else len(self.layout)
 
     def read(self, index: int) -> dict[str, Any] | _Failed:
         """The sample dict, or :class:`_Failed` (``on_error="skip"``) after the retries."""
+        if self.indices is not None:
+            index = self.indices[index]
         if self._entries is not None:
             return dict(self._entries[index])
         m = self.metrics
@@ -441,11 +446,11 @@ class IPFSDataLoader:
         result.update(success=True, total_samples=self.total_samples, layout="embedded", batches=len(self))
         return result
 
-    def _use(self, layout: Layout, cid: str | None) -> None:
+    def _use(self, layout: Layout, cid: str | None, indices: Sequence[int] | None = None) -> None:
         with self._lock:
             self.layout = layout
-            self._reader = _SampleReader(layout, metrics=self.metrics, **self._reader_options)
-            self.total_samples = len(layout)
+            self._reader = _SampleReader(layout, metrics=self.metrics, indices=indices, **self._reader_options)
+            self.total_samples = len(self._reader)
             self.dataset_cid = cid
             self.metrics.set_info("dataset", cid if cid is not None else layout.where)
             self.metrics.set_info("layout", layout.name)
@@ -455,6 +460,32 @@ class IPFSDataLoader:
             if self.total_samples:
                 self._pending = self._start(self.epoch)
 
+    def split(self, train_ratio: float = 0.8, seed: int = 42) -> tuple[IPFSDataLoader, IPFSDataLoader]:
+        """A seeded train/validation split (Artifex's ``split_dataset``): two new loaders
+        with this one's options over disjoint parts of the loaded dataset, together every
+        sample once. The first ``int(n * train_ratio)`` of a permutation seeded by ``seed``
+        train, the rest validate; the same ``seed`` gives the same split in every process.
+        The layout (and its client) is shared; close each loader when done."""
+        reader = self._require()
+        if not 0.0 <= train_ratio <= 1.0:
+            raise ValueError(f"train_ratio must be in [0, 1], got {train_ratio}")
+        n = len(reader)
+        order = list(range(n))
+        random.Random(f"torch_ipfs.loader.split:{seed}").shuffle(order)
+        cut = int(n * train_ratio)
+        base = reader.indices
+        parts = []
+        for part in (order[:cut], order[cut:]):
+            loader = IPFSDataLoader(
+                self.ipfs, self.batch_size, self.shuffle, self.prefetch, self.metrics,
+                seed=self.seed, drop_last=self.drop_last, fetch_workers=self.fetch_workers,
+                **self._reader_options,
+            )  # fmt: skip
+            assert self.layout is not None
+            loader._use(self.layout, self.dataset_cid, [base[i] for i in part] if base is not None else part)
+            parts.append(loader)
+        return parts[0], parts[1]
+
     # -- epochs ----------------------------------------------------------------------------
 
     def epoch_order(self, epoch: int) -> list[int]:
@@ -463,14 +494,14 @@ class IPFSDataLoader:
         Shuffled orders are a pure function of ``(seed, epoch)``. List-like layouts get a
         full permutation; sharded layouts (tar, sharded JSON) a permutation of shards
         with each shard's samples permuted inside it, so each shard is fetched once."""
-        layout = self.layout
-        if layout is None:
+        layout, reader = self.layout, self._reader
+        if layout is None or reader is None:
             return []
-        n = len(layout)
+        n = len(reader)
         if not self.shuffle:
             return list(range(n))
         rng = random.Random(f"torch_ipfs.loader:{self.seed}:{epoch}")
-        if isinstance(layout, ListLayout):
+        if isinstance(layout, ListLayout) or reader.indices is not None:
             order = list(range(n))
             rng.shuffle(order)
             return order
@@ -662,9 +693,9 @@ class IPFSDataLoader:
             raise RuntimeError("no dataset loaded: call load_dataset() or load_embedded_dataset() first")
         return self._reader
 
-    def _first_sample(self) -> dict[str, Any]:
+    def _first_sample(self, reader: _SampleReader | None = None) -> dict[str, Any]:
         """A sample to infer keys, types and shapes from (read directly: no epoch is used)."""
-        reader = self._require()
+        reader = reader or self._require()
         for i in range(len(reader)):
             sample = reader.read(i)
             if not isinstance(sample, _Failed):
@@ -683,7 +714,12 @@ class IPFSDataLoader:
             if self._pending is not None:
                 self._pending.close()
                 self._pending = None
-        fkey, lkey = _pick_keys(self._first_sample(), features, labels)
+        if features is None and reader._entries is not None:
+            # Multimodal entries link their media by CID: the tensors a model takes are
+            # the media, so the adapter fetches and decodes them (``sample["image"]``).
+            options = {**self._reader_options, "fetch_media": True}
+            reader = _SampleReader(reader.layout, metrics=self.metrics, indices=reader.indices, **options)
+        fkey, lkey = _pick_keys(self._first_sample(reader), features, labels)
         return SampleDataset(reader, fkey, lkey)
 
     def to_pytorch(
@@ -1020,7 +1056,8 @@ def _pick_keys(sample: dict[str, Any], features: str | None, labels: str | None,
     if fkey is None:
         if required:
             raise ValueError(
-                f"no feature entry in the samples (keys: {sorted(sample)}); pass features=<key> "
+                f"no feature entry in the samples (keys: {sorted(sample)}): pass features=<key>, "
+                f"e.g. loader.to_pytorch(features={sorted(sample)[0]!r}) "
                 f"(defaults tried: {', '.join(FEATURE_KEYS)})"
             )
         return None, None

@@ -8,7 +8,6 @@ import io
 import zipfile
 
 import pytest
-import torch
 from datasetcases import png_bytes
 from PIL import Image
 from standins.kubo_rpc import KuboStandIn
@@ -17,7 +16,13 @@ from torchvision import transforms
 
 import torch_ipfs
 from torch_ipfs.cid import CID
-from torch_ipfs.compat.ipfs_dataset import IPFSDataset, IPFSIterableDataset, IPFSObject, RemoteFileType, ShuffleDataset
+from torch_ipfs.compat.ipfs_dataset import (
+    IPFSDataset,
+    IPFSIterableDataset,
+    IPFSObject,
+    RemoteFileType,
+    ShuffleDataset,
+)
 from torch_ipfs.errors import InvalidCIDError
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.unixfs.importer import import_bytes
@@ -79,17 +84,22 @@ class IPFSCifar10IterableDataset(IPFSIterableDataset):
         return self.data_generator()
 
 
-TRANSFORM = transforms.Compose([
-    transforms.RandomCrop(8, padding=2),
-    transforms.RandomHorizontalFlip(),
-    transforms.ToTensor(),
-    transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-])  # fmt: skip
+TRANSFORM = transforms.Compose(
+    [
+        transforms.RandomCrop(8, padding=2),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    ]
+)
 
 
 def test_regular_dataset_subclass_from_the_readme(kubo):
     api, (train, test) = kubo
-    ipfs_objs = [IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP), IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP)]
+    ipfs_objs = [
+        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
+        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
+    ]
     ds = IPFSCifar10Dataset(ipfs_objs, api, transform=TRANSFORM)
     assert len(ds) == 8
     img, name = ds[6]
@@ -100,7 +110,10 @@ def test_regular_dataset_subclass_from_the_readme(kubo):
 
 def test_iterable_dataset_subclass_from_the_readme(kubo):
     api, (train, test) = kubo
-    ipfs_objs = [IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP), IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP)]
+    ipfs_objs = [
+        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
+        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
+    ]
     ds = IPFSCifar10IterableDataset(ipfs_objs, api, transform=TRANSFORM)
     got = [(img.shape, name) for img, name in ds]
     assert got == [((3, 8, 8), n) for n in TRAIN + TEST]
@@ -119,7 +132,10 @@ def test_base_iterable_gives_file_name_and_bytes_per_member(kubo):
 
 def test_shuffle_urls_permutes_objects_not_files(kubo):
     api, (train, test) = kubo
-    objs = [IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP), IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP)]
+    objs = [
+        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
+        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
+    ]
     orders = set()
     for epoch in range(6):
         ds = IPFSIterableDataset(objs, api, True)

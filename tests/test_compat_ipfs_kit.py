@@ -29,21 +29,41 @@ def sharded_dataset(n: int = 10, per_shard: int = 4, first_id: int = 1) -> tuple
     shards = []
     for k, start in enumerate(range(0, n, per_shard)):
         stop = min(n, start + per_shard)
-        shards.append(add_json({
-            "shard_id": first_id + k, "sample_start_idx": start, "sample_end_idx": stop - 1,
-            "samples": [sample(i) for i in range(start, stop)],
-        }))  # fmt: skip
-    root = add_json({
-        "name": "sharded_dataset", "description": "Large dataset split into multiple shards",
-        "version": "1.0.0", "created_at": 1648720000, "shard_count": len(shards),
-        "samples_per_shard": per_shard, "total_samples": n, "shards": shards,
-    })  # fmt: skip
+        shards.append(
+            add_json(
+                {
+                    "shard_id": first_id + k,
+                    "sample_start_idx": start,
+                    "sample_end_idx": stop - 1,
+                    "samples": [sample(i) for i in range(start, stop)],
+                }
+            )
+        )
+    root = add_json(
+        {
+            "name": "sharded_dataset",
+            "description": "Large dataset split into multiple shards",
+            "version": "1.0.0",
+            "created_at": 1648720000,
+            "shard_count": len(shards),
+            "samples_per_shard": per_shard,
+            "total_samples": n,
+            "shards": shards,
+        }
+    )
     return root, shards
 
 
 def test_basic_usage(caplog):
-    root = add_json({"name": "example_embedded_dataset", "description": "...", "version": "1.0.0",
-                     "created_at": 1648720000, "data": [sample(i) for i in range(70)]})  # fmt: skip
+    root = add_json(
+        {
+            "name": "example_embedded_dataset",
+            "description": "...",
+            "version": "1.0.0",
+            "created_at": 1648720000,
+            "data": [sample(i) for i in range(70)],
+        }
+    )
     kit = ipfs_kit(metadata={"enable_ai_ml": True})
     loader = kit.get_data_loader(batch_size=32, shuffle=True, prefetch=2)
     result = loader.load_dataset(root)
@@ -60,7 +80,9 @@ def test_basic_usage(caplog):
 
 def test_cid_referenced_samples():
     cids = [add_json(sample(i)) for i in range(5)]
-    root = add_json({"name": "example_dataset", "version": "1.0.0", "created_at": 1648720000, "samples": cids})
+    root = add_json(
+        {"name": "example_dataset", "version": "1.0.0", "created_at": 1648720000, "samples": cids}
+    )
     with ipfs_kit().get_data_loader(batch_size=2, shuffle=False) as loader:
         assert loader.load_dataset(root)["success"]
         assert [s["labels"] for b in loader for s in b] == [0, 1, 0, 1, 0]
@@ -131,15 +153,23 @@ def test_sequential_shard_processing():
 
 
 def multimodal_dataset(n: int = 4) -> str:
-    return add_json({
-        "name": "multi_modal_dataset", "version": "1.0.0", "created_at": 1648720000,
-        "samples": [
-            {"id": f"sample{i:03d}", "image_cid": str(torch_ipfs.add(png_bytes(i, size=8))),
-             "text": f"Sample text description for image {i}", "tabular_features": [0.1 * i, 0.2, 0.3],
-             "label": i % 2}
-            for i in range(n)
-        ],
-    })  # fmt: skip
+    return add_json(
+        {
+            "name": "multi_modal_dataset",
+            "version": "1.0.0",
+            "created_at": 1648720000,
+            "samples": [
+                {
+                    "id": f"sample{i:03d}",
+                    "image_cid": str(torch_ipfs.add(png_bytes(i, size=8))),
+                    "text": f"Sample text description for image {i}",
+                    "tabular_features": [0.1 * i, 0.2, 0.3],
+                    "label": i % 2,
+                }
+                for i in range(n)
+            ],
+        }
+    )
 
 
 def test_multimodal_processing_loop():
@@ -259,8 +289,9 @@ def test_complete_training_workflow(tmp_path):
     viz_interactive.plot_comprehensive_dashboard(show_plot=True)
     report_path = tmp_path / "training_report.html"
     viz_static.generate_html_report(report_path)
-    exported = viz_static.export_visualizations(export_dir=tmp_path / "training_results",
-                                                formats=["png", "svg", "html", "json"])  # fmt: skip
+    exported = viz_static.export_visualizations(
+        export_dir=tmp_path / "training_results", formats=["png", "svg", "html", "json"]
+    )
     assert report_path.exists()
     assert {k: len(v) for k, v in exported.items()} == {"png": 4, "svg": 4, "html": 1, "json": 2}
     assert all((tmp_path / "training_results" / p).exists() for paths in exported.values() for p in paths)

@@ -87,14 +87,20 @@ def test_no_progress_with_q_or_without_a_terminal(tmp_path, big_file):
 
 
 def test_export_of_missing_torchvision_data_is_one_line(tmp_path):
-    code, out, err = run_cli(["export", "CIFAR10", "--root", tmp_path / "data"], home=tmp_path / "h", tty=False)
+    code, out, err = run_cli(
+        ["export", "CIFAR10", "--root", tmp_path / "data"], home=tmp_path / "h", tty=False
+    )
     assert code == 1 and out == ""
     assert "Traceback" not in err
     assert err.startswith("Error: cannot build dataset CIFAR10 with --root ")
     assert "RuntimeError: Dataset not found" in err and "never downloads" in err
     assert len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["export", "CIFAR10", "--root", tmp_path / "data"], home=tmp_path / "h", tty=False,
-                           env_extra={"TORCH_IPFS_DEBUG": "1"})  # fmt: skip
+    code, _, err = run_cli(
+        ["export", "CIFAR10", "--root", tmp_path / "data"],
+        home=tmp_path / "h",
+        tty=False,
+        env_extra={"TORCH_IPFS_DEBUG": "1"},
+    )
     assert code != 0 and "Traceback" in err
 
 
@@ -142,7 +148,9 @@ def test_export_to_an_unreachable_kubo_fails_before_encoding(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ds = Counting()
-    with pytest.raises(SourceError, match=r"cannot export to Kubo at /ip4/127\.0\.0\.1/tcp/\d+.*nothing was encoded"):
+    with pytest.raises(
+        SourceError, match=r"cannot export to Kubo at /ip4/127\.0\.0\.1/tcp/\d+.*nothing was encoded"
+    ):
         export(ds, destination=f"kubo:/ip4/127.0.0.1/tcp/{port}", progress=False)
     assert ds.read == 0
     with pytest.raises(FileNotFoundError, match="does not exist"):

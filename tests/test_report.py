@@ -10,10 +10,10 @@ import struct
 
 import pytest
 
+from torch_ipfs.cli_report import add_report_arguments, cmd_report
 from torch_ipfs.client import Client
 from torch_ipfs.loader import IPFSDataLoader
 from torch_ipfs.metrics import InstrumentedSource, MetricsCollector, instrument_client
-from torch_ipfs.cli_report import add_report_arguments, cmd_report
 from torch_ipfs.report import render, text_summary, time_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

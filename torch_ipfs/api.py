@@ -29,7 +29,9 @@ def add(
     :class:`~torch_ipfs.unixfs.importer.ImportOptions` fields and ``pin``/``only_hash``/``wrap``.
     """
     if recursive is False and isinstance(target, (str, os.PathLike)) and os.path.isdir(target):
-        raise IsADirectoryError(f"{os.fspath(target)} is a directory: add it with recursive=True (ipfs add -r)")
+        raise IsADirectoryError(
+            f"{os.fspath(target)} is a directory: add it with recursive=True (ipfs add -r)"
+        )
     return default_client().add(target, **options)
 
 

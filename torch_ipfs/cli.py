@@ -11,12 +11,12 @@ tqdm bar on stderr when it is a terminal; ``-q`` turns it off.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
 from typing import Any
 
 from torch_ipfs.errors import IPFSError
@@ -278,7 +278,7 @@ def cmd_dag_export(args: argparse.Namespace) -> int:
 def cmd_dag_import(args: argparse.Namespace) -> int:
     client = _client()
     for car in args.files:
-        bar = _bar(not args.quiet, lambda car=car: os.path.getsize(car), "dag import")
+        bar = _bar(not args.quiet, functools.partial(os.path.getsize, car), "dag import")
         try:
             with open(car, "rb") as fh:
                 roots = client.import_car(fh if bar is None else _CountingFile(fh, bar), pin=args.pin_roots)
@@ -460,8 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("addresses", nargs="+")
     p.set_defaults(func=cmd_pin_rm)
 
-    repo = sub.add_parser("repo", help="the embedded store")
-    repo = repo.add_subparsers(dest="repo_command", required=True)
+    repo_parser = sub.add_parser("repo", help="the embedded store")
+    repo = repo_parser.add_subparsers(dest="repo_command", required=True)
     p = repo.add_parser("gc", help="remove every block not reachable from a pin")
     p.set_defaults(func=cmd_repo_gc)
 

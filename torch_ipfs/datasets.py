@@ -153,11 +153,11 @@ class _SampleReader:
             value = next(iter(decoded.values()))
             return self.transform(value) if self.transform is not None else value
         sample = {raw.keys.get(f) or schema.keys.get(f, f): v for f, v in decoded.items()}
-        label = schema.label_field
-        if label is not None:
-            label = raw.keys.get(label) or schema.keys.get(label, label)
-        if self.target_transform is not None and label in sample:
-            sample[label] = self.target_transform(sample[label])
+        label_key = schema.label_field
+        if label_key is not None:
+            label_key = raw.keys.get(label_key) or schema.keys.get(label_key, label_key)
+        if self.target_transform is not None and label_key in sample:
+            sample[label_key] = self.target_transform(sample[label_key])
         if schema.with_key:
             sample["__key__"] = raw.key
         return self.transform(sample) if self.transform is not None else sample
@@ -205,7 +205,8 @@ def file_of(raw: RawSample) -> tuple[str, bytes]:
     files (``a.png`` + ``a.txt``) raises :class:`SampleError` naming them."""
     blobs = [(f, v) for f, v in raw.fields.items() if isinstance(v, (bytes, bytearray, memoryview))]
     if len(blobs) != 1:
-        what = f"files {sorted(f for f, _ in blobs)}" if blobs else f"no file, only fields {sorted(raw.fields)}"
+        names = sorted(f for f, _ in blobs)
+        what = f"files {names}" if blobs else f"no file, only fields {sorted(raw.fields)}"
         raise SampleError(
             f"sample {raw.key!r} has {what}; items='files' hands out one file per sample "
             "(use items='samples' for grouped or JSON samples)",

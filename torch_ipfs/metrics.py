@@ -114,7 +114,8 @@ class MetricsCollector:
         return (MetricsCollector, (), {"max_events": self.max_events, "detailed": self.detailed})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(max_events=state["max_events"], enable_detailed_tracking=state["detailed"])
+        settings = {"max_events": state["max_events"], "enable_detailed_tracking": state["detailed"]}
+        MetricsCollector.__init__(self, **settings)
 
     # -- recording -----------------------------------------------------------------------
 

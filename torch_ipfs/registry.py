@@ -33,6 +33,7 @@ other. Share a registry by its CID: ``ModelRegistry(root="bafy...")`` reads that
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -261,7 +262,9 @@ class ModelRegistry:
         )
         return entry.manifest_cid
 
-    def load_model(self, model_cid: str | CID, *, model: Any = None, strict: bool = True) -> tuple[Any, dict[str, Any]]:
+    def load_model(
+        self, model_cid: str | CID, *, model: Any = None, strict: bool = True
+    ) -> tuple[Any, dict[str, Any]]:
         """ipfs_kit's ``model, metadata = load_model(cid)`` for a CID from :meth:`store_model`.
 
         ``model`` is the weights (a dict of tensors), or with ``model=`` a module they are
@@ -347,7 +350,7 @@ class ModelRegistry:
         model.load_state_dict(tensors, strict=strict)
         return model
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """Index CIDs from the current one back to the first (each register adds one)."""
         chain, cid = [], self.root
         while cid is not None:

@@ -38,14 +38,21 @@ from typing import Any
 
 from torch_ipfs.metrics import MetricsCollector, percentile
 
-__all__ = ["Visualization", "create_visualization", "headline", "render", "summarize", "text_summary",
-           "time_split"]  # fmt: skip
+__all__ = [
+    "Visualization",
+    "create_visualization",
+    "headline",
+    "render",
+    "summarize",
+    "text_summary",
+    "time_split",
+]
 
 PLOTS = ("throughput", "latency", "cache", "time_split")
 Summary = dict[str, Any]
 
 
-def _write(path: Path, write: Callable[[Path], None]) -> Path:
+def _write(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(path.name + ".part")
     try:
         write(tmp)
@@ -58,6 +65,10 @@ def _write(path: Path, write: Callable[[Path], None]) -> Path:
 
 def _write_text(path: Path, text: str) -> Path:
     return _write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    return _write(path, lambda p: p.write_bytes(data))
 
 
 def _fmt(value: Any) -> str:
@@ -391,8 +402,14 @@ def _draw_cache(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
         ys = [r["cache_hit_rate"] for r in rows]
         ax2.bar(xs, [100 * (y or 0.0) for y in ys], color="#2ca02c", width=0.6)
         for x, y in zip(xs, ys):
-            ax2.text(x, 100 * (y or 0.0), "no lookups" if y is None else f"{100 * y:.0f}%",
-                     ha="center", va="bottom", fontsize=8)  # fmt: skip
+            ax2.text(
+                x,
+                100 * (y or 0.0),
+                "no lookups" if y is None else f"{100 * y:.0f}%",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax2.set_xticks(xs)
         ax2.set_ylim(0, 110)
         ax2.set_xlabel("epoch (pass)")
@@ -415,7 +432,9 @@ def _draw_time_split(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
         width = seconds or 0.0
         ax.barh([0], [width], left=left, color=color, label=label)
         if total and width / total > 0.08:
-            ax.text(left + width / 2, 0, f"{100 * width / total:.0f}%", ha="center", va="center", color="white")
+            ax.text(
+                left + width / 2, 0, f"{100 * width / total:.0f}%", ha="center", va="center", color="white"
+            )
         left += width
     ax.set_yticks([])
     ax.set_xlabel("seconds (summed over threads)")
@@ -436,8 +455,11 @@ def _draw_training(plt: Any, s: Summary, model_id: str | None = None) -> tuple[A
     if drawn:
         ax.legend(fontsize=8)
     else:
-        _no_data(ax, f"no training metrics{f' for {model_id!r}' if model_id else ''} "
-                     "(record_metric('<model>/epoch/<n>/<name>', value))")  # fmt: skip
+        _no_data(
+            ax,
+            f"no training metrics{f' for {model_id!r}' if model_id else ''} "
+            "(record_metric('<model>/epoch/<n>/<name>', value))",
+        )
     ax.set_xlabel("epoch")
     ax.set_title(f"Training metrics{f' of {model_id}' if model_id else ''}")
     ax.grid(alpha=0.3)
@@ -509,7 +531,7 @@ def render(
         for name, draw in _DRAWERS.items():
             fig, drawn[name] = draw(plt, s)
             data = _figure_bytes(plt, fig, "png")
-            _write(out / f"{name}.png", lambda p, data=data: p.write_bytes(data))
+            _write_bytes(out / f"{name}.png", data)
     _write_text(out / "report.json", _json({**s, "plotted": drawn}))
     if plt is None:
         return text_path
@@ -592,13 +614,20 @@ class Visualization:
     and the reports are the text summary.
     """
 
-    def __init__(self, metrics: MetricsCollector, interactive: bool = False, theme: str | None = None) -> None:
+    def __init__(
+        self, metrics: MetricsCollector, interactive: bool = False, theme: str | None = None
+    ) -> None:
         self.metrics = metrics
         self.interactive = interactive
         self.theme = theme
 
-    def _plot(self, draw: Callable[[Any, Summary], tuple[Any, dict[str, Any]]], figsize: Any,
-              show_plot: bool, output_file: str | os.PathLike[str] | None) -> dict[str, Any]:  # fmt: skip
+    def _plot(
+        self,
+        draw: Callable[[Any, Summary], tuple[Any, dict[str, Any]]],
+        figsize: Any,
+        show_plot: bool,
+        output_file: str | os.PathLike[str] | None,
+    ) -> dict[str, Any]:
         s = summarize(self.metrics)
         plt = _pyplot()
         if plt is None:
@@ -609,39 +638,49 @@ class Visualization:
         if output_file is not None:
             path = Path(output_file)
             data = _figure_bytes(plt, fig, path.suffix.lstrip(".") or "png")
-            _write(path, lambda p: p.write_bytes(data))
+            _write_bytes(path, data)
         elif show_plot and self.interactive and plt.get_backend().lower() != "agg":
             plt.show()
         else:
             plt.close(fig)
         return drawn
 
-    def plot_training_metrics(self, model_id: str | None = None, figsize: Any = None, show_plot: bool = False,
-                              output_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def plot_training_metrics(
+        self,
+        model_id: str | None = None,
+        figsize: Any = None,
+        show_plot: bool = False,
+        output_file: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
         """Curves of ``<model>/epoch/<n>/<name>`` metrics per epoch (of ``model_id``)."""
         return self._plot(lambda plt, s: _draw_training(plt, s, model_id), figsize, show_plot, output_file)
 
-    def plot_dataset_load_times(self, figsize: Any = None, show_plot: bool = False,
-                                output_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def plot_dataset_load_times(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
         """``load_dataset`` durations and the per-batch wait on the prefetch queue."""
         return self._plot(_draw_load_times, figsize, show_plot, output_file)
 
-    def plot_throughput(self, figsize: Any = None, show_plot: bool = False,
-                        output_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def plot_throughput(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
         return self._plot(_draw_throughput, figsize, show_plot, output_file)
 
-    def plot_cache_performance(self, figsize: Any = None, show_plot: bool = False,
-                               output_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def plot_cache_performance(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
         return self._plot(_draw_cache, figsize, show_plot, output_file)
 
-    def plot_worker_utilization(self, figsize: Any = None, show_plot: bool = False,
-                                output_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def plot_worker_utilization(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
         """Where the loader's threads spent their time (network, verify, decode, wait);
         torch_ipfs has no pubsub worker pool to plot (training runs under torchrun)."""
         return self._plot(_draw_time_split, figsize, show_plot, output_file)
 
-    def plot_comprehensive_dashboard(self, figsize: Any = None, show_plot: bool = False,
-                                     output_file: str | os.PathLike[str] | None = None) -> Path | None:  # fmt: skip
+    def plot_comprehensive_dashboard(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> Path | None:
         """Every plot at once: to ``output_file`` (``.html``: the self-contained report;
         else one image of all plots), or shown."""
         if output_file is None:
@@ -661,7 +700,7 @@ class Visualization:
             ax.imshow(plt.imread(io.BytesIO(data), format="png"))
             ax.axis("off")
         data = _figure_bytes(plt, fig, path.suffix.lstrip(".") or "png")
-        return _write(path, lambda p: p.write_bytes(data))
+        return _write_bytes(path, data)
 
     def generate_html_report(self, path: str | os.PathLike[str], title: str = "torch_ipfs report") -> Path:
         """One self-contained HTML file (plots embedded) at ``path``; returns it."""
@@ -680,8 +719,9 @@ class Visualization:
             path.parent.mkdir(parents=True, exist_ok=True)
         return _write_text(path, page(s, title, images))
 
-    def export_visualizations(self, export_dir: str | os.PathLike[str],
-                              formats: Iterable[str] = ("png", "html", "json")) -> dict[str, list[str]]:  # fmt: skip
+    def export_visualizations(
+        self, export_dir: str | os.PathLike[str], formats: Iterable[str] = ("png", "html", "json")
+    ) -> dict[str, list[str]]:
         """Every plot in each image format (``png``, ``svg``, ``pdf``), the report
         (``html``), the snapshot and raw events (``json``), the text summary (``txt``)
         into ``export_dir``; returns ``{format: [paths]}``."""
@@ -701,7 +741,7 @@ class Visualization:
             for name, draw in _DRAWERS.items():
                 fig, drawn[name] = draw(plt, s)
                 data = _figure_bytes(plt, fig, fmt)
-                written[fmt].append(str(_write(out / f"{name}.{fmt}", lambda p, d=data: p.write_bytes(d))))
+                written[fmt].append(str(_write_bytes(out / f"{name}.{fmt}", data)))
         if "html" in formats:
             written["html"].append(str(self.generate_html_report(out / "report.html")))
         if "json" in formats:
@@ -725,6 +765,8 @@ class Visualization:
         return pd.DataFrame(columns).sort_index().rename_axis("epoch")
 
 
-def create_visualization(metrics: MetricsCollector, interactive: bool = False, theme: str | None = None) -> Visualization:
+def create_visualization(
+    metrics: MetricsCollector, interactive: bool = False, theme: str | None = None
+) -> Visualization:
     """ipfs_kit's ``create_visualization(metrics, interactive=...)``."""
     return Visualization(metrics, interactive=interactive, theme=theme)

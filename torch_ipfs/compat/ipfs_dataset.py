@@ -17,8 +17,14 @@ from torch_ipfs.exporter import IPFSDatasetExporter
 from torch_ipfs.formats.detect import IPFSObject, RemoteFileType
 from torch_ipfs.shuffle import ShuffleDataset
 
-__all__ = ["IPFSDataset", "IPFSDatasetExporter", "IPFSIterableDataset", "IPFSObject", "RemoteFileType",
-           "ShuffleDataset"]  # fmt: skip
+__all__ = [
+    "IPFSDataset",
+    "IPFSDatasetExporter",
+    "IPFSIterableDataset",
+    "IPFSObject",
+    "RemoteFileType",
+    "ShuffleDataset",
+]
 
 
 def _options(ipfs_api_address: str | None, options: dict[str, Any]) -> dict[str, Any]:

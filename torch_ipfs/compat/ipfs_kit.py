@@ -26,8 +26,16 @@ from torch_ipfs.metrics import MetricsCollector, _Tracked
 from torch_ipfs.registry import ModelRegistry
 from torch_ipfs.report import Visualization, create_visualization
 
-__all__ = ["AIMLMetricsCollector", "IPFSDataLoader", "Kit", "ModelRegistry", "Visualization",
-           "create_visualization", "get_data_loader", "ipfs_kit"]  # fmt: skip
+__all__ = [
+    "AIMLMetricsCollector",
+    "IPFSDataLoader",
+    "Kit",
+    "ModelRegistry",
+    "Visualization",
+    "create_visualization",
+    "get_data_loader",
+    "ipfs_kit",
+]
 
 
 class AIMLMetricsCollector(MetricsCollector):
@@ -67,8 +75,14 @@ class Kit:
         self.client = client
         self.options = options
 
-    def get_data_loader(self, batch_size: int = 32, shuffle: bool = True, prefetch: int = 2,
-                        metrics: MetricsCollector | None = None, **options: Any) -> IPFSDataLoader:  # fmt: skip
+    def get_data_loader(
+        self,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        prefetch: int = 2,
+        metrics: MetricsCollector | None = None,
+        **options: Any,
+    ) -> IPFSDataLoader:
         return IPFSDataLoader(self.client, batch_size, shuffle, prefetch, metrics, **options)
 
 

@@ -115,12 +115,16 @@ class ShardedJSONLayout(Layout):
                 self._shard(0)
             else:
                 if shard_id not in (0, 1):
-                    raise ManifestError(f"{where}: shard_id is {shard_id}; the first shard is numbered 0 or 1")
+                    raise ManifestError(
+                        f"{where}: shard_id is {shard_id}; the first shard is numbered 0 or 1"
+                    )
                 self._id_base = shard_id
-        if shard_id != self._id_base + i:
+        base = self._id_base
+        assert base is not None
+        if shard_id != base + i:
             raise ManifestError(
                 f"{where}: shard_id is {shard_id}, but it is listed as shard {i} "
-                f"(the first shard is numbered {self._id_base})"
+                f"(the first shard is numbered {base})"
             )
         size, start = self.shard_sizes()[i], self.shard_starts()[i]
         if len(samples) != size:

@@ -4,7 +4,9 @@
 =========================  ===========================================================
 ipfs_kit                   torch_ipfs
 =========================  ===========================================================
-``ipfs_kit(...)``          :class:`Kit`: ``kit.get_data_loader(...)`` on a client
+``ipfs_kit(...)``          :class:`Kit`: ``kit.get_data_loader(...)`` on a client;
+                           ``kit.ipfs.dag_put`` / ``dag_get`` / ``pin_add`` / ``add`` /
+                           ``cat`` as result dicts (:class:`KitIPFS`)
 ``IPFSDataLoader``         :class:`torch_ipfs.loader.IPFSDataLoader` (the same class)
 ``AIMLMetricsCollector``   :class:`AIMLMetricsCollector`: the native collector plus the
                            ``track_*`` context managers of ipfs_kit's guides
@@ -19,8 +21,11 @@ is torchrun/DDP) and anything that pickles data from the network.
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
+from torch_ipfs.errors import IPFSError
 from torch_ipfs.loader import IPFSDataLoader, get_data_loader
 from torch_ipfs.metrics import MetricsCollector, _Tracked
 from torch_ipfs.registry import ModelRegistry
@@ -30,6 +35,7 @@ __all__ = [
     "AIMLMetricsCollector",
     "IPFSDataLoader",
     "Kit",
+    "KitIPFS",
     "ModelRegistry",
     "Visualization",
     "create_visualization",
@@ -62,6 +68,71 @@ class AIMLMetricsCollector(MetricsCollector):
         return self.track(f"{model_id}/model_load", model=model_id, framework=framework)
 
 
+def _ok(operation: str, **fields: Any) -> dict[str, Any]:
+    return {"success": True, "operation": operation, "timestamp": time.time(), **fields}
+
+
+def _failed(operation: str, e: Exception) -> dict[str, Any]:
+    return {"success": False, "operation": operation, "timestamp": time.time(), "error": str(e),
+            "error_type": type(e).__name__}
+
+
+class KitIPFS:
+    """``kit.ipfs``: the content calls ipfs_kit's dataset guides make, as its result dicts.
+
+    ``dag_put(obj)`` stores ``obj`` as a canonical JSON file (sorted keys, compact) and
+    returns its CID: the CID ``ipfs add`` gives that file, which every torch_ipfs reader
+    (and ``load_dataset``) takes. It is not ``ipfs dag put``'s dag-cbor CID: torch_ipfs
+    datasets are UnixFS files. ``dag_get(cid)`` parses such a JSON file back.
+    """
+
+    _errors = (IPFSError, OSError, ValueError, TypeError)
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from torch_ipfs.client import default_client
+
+            return default_client()
+        return self._client
+
+    def dag_put(self, obj: Any) -> dict[str, Any]:
+        try:
+            data = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+            return _ok("dag_put", cid=str(self.client.add(data)))
+        except self._errors as e:
+            return _failed("dag_put", e)
+
+    def dag_get(self, cid: Any) -> dict[str, Any]:
+        try:
+            return _ok("dag_get", cid=str(cid), object=json.loads(self.client.cat(cid)))
+        except self._errors as e:
+            return _failed("dag_get", e)
+
+    def pin_add(self, cid: Any) -> dict[str, Any]:
+        try:
+            resolved = self.client.resolve(cid)
+            self.client.store.pin(resolved)
+            return _ok("pin_add", cid=str(resolved), pins=[str(resolved)])
+        except self._errors as e:
+            return _failed("pin_add", e)
+
+    def add(self, data: Any) -> dict[str, Any]:
+        try:
+            return _ok("add", cid=str(self.client.add(data)))
+        except self._errors as e:
+            return _failed("add", e)
+
+    def cat(self, cid: Any) -> dict[str, Any]:
+        try:
+            return _ok("cat", cid=str(cid), data=self.client.cat(cid))
+        except self._errors as e:
+            return _failed("cat", e)
+
+
 class Kit:
     """What ``ipfs_kit(...)`` gives an ML program: data loaders on one client.
 
@@ -74,6 +145,7 @@ class Kit:
     def __init__(self, client: Any = None, **options: Any) -> None:
         self.client = client
         self.options = options
+        self.ipfs = KitIPFS(client)
 
     def get_data_loader(
         self,

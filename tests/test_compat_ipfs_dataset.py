@@ -187,3 +187,25 @@ def test_local_path_says_what_to_do(tmp_path, monkeypatch, path):
     (tmp_path / "photos" / "x").write_text("x")
     with pytest.raises(InvalidCIDError, match=r"local path.*torch-ipfs add -r.*torch_ipfs.export"):
         torch_ipfs.IPFSDataset(path)
+
+
+def test_gateway_url_objects_and_a_folder_with_metadata(tmp_path):
+    """The README's other inputs: a gateway URL (here a loopback trustless gateway; the
+    blocks are verified) with ipfs_api_address None, and a folder with metadata.txt."""
+    from gatewayserver import running_gateway
+
+    store = MemoryStore()
+    zip_cid = import_bytes(_zip(TEST), store).cid
+    with running_gateway(store) as gw:
+        objs = [IPFSObject(f"{gw.url}/ipfs/{zip_cid}", RemoteFileType.ZIP)]
+        ds = IPFSDataset(objs, None)
+        assert [ds[i][0] for i in range(len(ds))] == TEST
+    folder = tmp_path / "dataset"
+    (folder / "another_dir").mkdir(parents=True)
+    names = ["truck_lorry_s_000528.png", "another_dir/automobile_convertible_s_001372.png"]
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(png_bytes(i, size=8))
+    (folder / "metadata.txt").write_text("\n".join(names) + "\n")
+    cid = torch_ipfs.add(folder)
+    ds = IPFSDataset([IPFSObject(f"ipfs://{cid}", RemoteFileType.FOLDER)], None)
+    assert [ds[i] for i in range(2)] == [(n, png_bytes(i, size=8)) for i, n in enumerate(names)]

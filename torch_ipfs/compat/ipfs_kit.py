@@ -73,8 +73,13 @@ def _ok(operation: str, **fields: Any) -> dict[str, Any]:
 
 
 def _failed(operation: str, e: Exception) -> dict[str, Any]:
-    return {"success": False, "operation": operation, "timestamp": time.time(), "error": str(e),
-            "error_type": type(e).__name__}
+    return {
+        "success": False,
+        "operation": operation,
+        "timestamp": time.time(),
+        "error": str(e),
+        "error_type": type(e).__name__,
+    }
 
 
 class KitIPFS:

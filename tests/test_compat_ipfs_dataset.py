@@ -209,3 +209,9 @@ def test_gateway_url_objects_and_a_folder_with_metadata(tmp_path):
     cid = torch_ipfs.add(folder)
     ds = IPFSDataset([IPFSObject(f"ipfs://{cid}", RemoteFileType.FOLDER)], None)
     assert [ds[i] for i in range(2)] == [(n, png_bytes(i, size=8)) for i, n in enumerate(names)]
+
+
+@pytest.mark.parametrize("cls", [torch_ipfs.IPFSDataset, torch_ipfs.IPFSIterableDataset])
+def test_native_classes_point_positional_callers_to_the_compat_module(cls):
+    with pytest.raises(TypeError, match=r"torch_ipfs\.compat\.ipfs_dataset.*Client\(api=ipfs_api_address\)"):
+        cls([IPFSObject("ipfs://bafkqaaa", RemoteFileType.ZIP)], "/ip4/127.0.0.1/tcp/5001")

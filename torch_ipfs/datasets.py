@@ -75,7 +75,7 @@ class _SampleReader:
     def __init__(
         self,
         root: Any,
-        *,
+        *positional: Any,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         decode: Any = "auto",
@@ -87,6 +87,13 @@ class _SampleReader:
         layout: str | None = None,
         items: str = "samples",
     ) -> None:
+        if positional:
+            raise TypeError(
+                f"{type(self).__name__} takes one positional argument (the root); "
+                f"{type(self).__name__}(ipfs_objs, ipfs_api_address[, shuffle_urls]) is the ipfs-dataset "
+                "package's signature: import it from torch_ipfs.compat.ipfs_dataset, or pass "
+                "client=torch_ipfs.Client(api=ipfs_api_address)"
+            )
         self.root = root
         self.items = _check_option("items", items, _ITEMS)
         self.transform = transform
@@ -292,9 +299,15 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     """
 
     def __init__(
-        self, root: Any, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False, **options: Any
+        self,
+        root: Any,
+        *positional: Any,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        **options: Any,
     ) -> None:
-        _SampleReader.__init__(self, root, **options)
+        _SampleReader.__init__(self, root, *positional, **options)
         ShardedIterableDataset.__init__(self, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._prefetching: tuple[int, SampleSpan, Future[int]] | None = None
 

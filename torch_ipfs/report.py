@@ -314,17 +314,36 @@ def _op_rows(ops: Mapping[str, Any]) -> list[dict[str, Any]]:
 # -- plots ---------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on a file backend, or ``None`` when matplotlib is missing."""
-    try:
-        import matplotlib
+class _Files:
+    """The part of pyplot the drawers use, for figures that only go to files: plain
+    ``Figure`` objects, so rendering never touches pyplot's global state or backend
+    (safe in threads, in notebooks, headless)."""
 
-        if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+    def __init__(self) -> None:
+        from matplotlib.figure import Figure
+        from matplotlib.image import imread
+
+        self._figure, self.imread = Figure, imread
+
+    def subplots(self, *grid: int, figsize: Any = None, **options: Any) -> tuple[Any, Any]:
+        fig = self._figure(figsize=figsize)
+        return fig, fig.subplots(*grid, **options)
+
+    def close(self, fig: Any) -> None:  # a plain Figure holds no window
+        pass
+
+
+def _pyplot(*, show: bool = False) -> Any:
+    """Something to draw with: pyplot itself when a figure is to be shown, else
+    :class:`_Files`; ``None`` when matplotlib is missing."""
+    try:
+        if show:
+            import matplotlib.pyplot as plt
+
+            return plt
+        return _Files()
     except ImportError:
         return None
-    return plt
 
 
 def _no_data(ax: Any, text: str) -> None:
@@ -629,7 +648,8 @@ class Visualization:
         output_file: str | os.PathLike[str] | None,
     ) -> dict[str, Any]:
         s = summarize(self.metrics)
-        plt = _pyplot()
+        show = show_plot and self.interactive and output_file is None
+        plt = _pyplot(show=show)
         if plt is None:
             return {}
         fig, drawn = draw(plt, s)
@@ -639,10 +659,9 @@ class Visualization:
             path = Path(output_file)
             data = _figure_bytes(plt, fig, path.suffix.lstrip(".") or "png")
             _write_bytes(path, data)
-        elif show_plot and self.interactive and plt.get_backend().lower() != "agg":
-            plt.show()
-        else:
-            plt.close(fig)
+        elif show:
+            plt.show()  # returns at once on a non-interactive backend (headless)
+        plt.close(fig)
         return drawn
 
     def plot_training_metrics(

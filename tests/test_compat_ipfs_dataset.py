@@ -106,6 +106,8 @@ def test_regular_dataset_subclass_from_the_readme(kubo):
     assert name == TEST[1] and img.shape == (3, 8, 8)
     names = [n for _, batch in DataLoader(ds, batch_size=4) for n in batch]
     assert names == TRAIN + TEST
+    with_workers = [n for _, batch in DataLoader(ds, batch_size=2, num_workers=2) for n in batch]
+    assert with_workers == TRAIN + TEST
 
 
 def test_iterable_dataset_subclass_from_the_readme(kubo):

@@ -386,3 +386,24 @@ def test_creating_and_chunking_datasets_with_kit_ipfs():
     assert process_large_dataset(dataset_cid, chunk_size=10) == [10] * 25
     missing = kit.ipfs.dag_get("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
     assert missing["success"] is False and missing["error_type"] == "BlockNotFoundError"
+
+
+def test_an_inconsistent_later_shard_is_fetched_once():
+    """Skipping its samples (on_error="skip") does not fetch the bad shard per sample."""
+    from torch_ipfs.metrics import MetricsCollector, instrument_client
+
+    good_root, shards = sharded_dataset()
+    doc = json.loads(torch_ipfs.cat(shards[1]))
+    doc["shard_id"] = 9
+    shards[1] = add_json(doc)
+    root = add_json({**json.loads(torch_ipfs.cat(good_root)), "shards": shards})
+    client = torch_ipfs.Client()
+    metrics = MetricsCollector()
+    instrument_client(client, metrics)
+    with ipfs_kit(client).get_data_loader(batch_size=4, shuffle=False, fetch_workers=1) as loader:
+        assert loader.load_dataset(root)["success"]
+        before = metrics.counter(f"source.blocks[{client.source.sources[0].label}]")
+        got = [s["features"][0] for b in loader for s in b]
+        fetched = metrics.counter(f"source.blocks[{client.source.sources[0].label}]") - before
+        assert len(got) == 6 and loader.get_performance_metrics()["skipped_samples"] == 4
+        assert fetched == 2  # shard 1 once (refused), shard 2 once; shard 0 was read at load

@@ -65,6 +65,8 @@ class ShardedJSONLayout(Layout):
         self.meta = meta or {}
         self.schema = SampleSchema(structure="dict", with_key=False)
         self._loaded: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()
+        # a shard found inconsistent stays so: its other samples fail at once, unfetched
+        self._broken: dict[int, ManifestError] = {}
         self._id_base: int | None = None
         last = total - per_shard * (len(shards) - 1)
         if not shards or per_shard <= 0 or not 0 < last <= per_shard:
@@ -99,9 +101,15 @@ class ShardedJSONLayout(Layout):
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
+        if i in self._broken:
+            raise self._broken[i]
         where = f"{self.where}: shard {i} ({self.shards[i].cid})"
         doc = load_json(self.cat(self.shards[i]), where)
-        samples = self._check(doc, i, where)
+        try:
+            samples = self._check(doc, i, where)
+        except ManifestError as e:
+            self._broken[i] = e
+            raise
         self._loaded[key] = samples
         while len(self._loaded) > 2:
             self._loaded.popitem(last=False)
@@ -147,6 +155,7 @@ class ShardedJSONLayout(Layout):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_loaded"] = OrderedDict()
+        state["_broken"] = {}
         return state
 
 

@@ -17,6 +17,11 @@ docs/layouts.md), or a list of :class:`~torch_ipfs.formats.detect.IPFSObject` as
 - ``fields=("png", "cls")`` picks fields into a tuple (for WebDataset tars made elsewhere);
 - otherwise a sample is a dict of its fields (``transform`` receives the dict).
 
+``items="files"`` gives each sample as ``(file_name, file_bytes)`` instead, undecoded: the
+item the ``ipfs-dataset`` package handed out (its classes in
+:mod:`torch_ipfs.compat.ipfs_dataset` set it; one file per sample, as in a zip or tar of
+images, or a plain file).
+
 Errors in one sample follow ``on_error``: ``"raise"`` (default), ``"warn"`` or
 ``"skip"``; every skipped sample is logged and counted in :attr:`skipped` (per process:
 each DataLoader worker counts its own).
@@ -45,6 +50,7 @@ __all__ = ["IPFSDataset", "IPFSIterableDataset", "IPFSObject", "RemoteFileType",
 log = logging.getLogger(__name__)
 
 _ON_ERROR = ("raise", "warn", "skip")
+_ITEMS = ("samples", "files")
 
 
 class SampleError(IPFSError):
@@ -69,7 +75,7 @@ class _SampleReader:
     def __init__(
         self,
         root: Any,
-        *,
+        *positional: Any,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         decode: Any = "auto",
@@ -79,8 +85,17 @@ class _SampleReader:
         allow_pickle: bool = False,
         sample_rate: int | None = None,
         layout: str | None = None,
+        items: str = "samples",
     ) -> None:
+        if positional:
+            raise TypeError(
+                f"{type(self).__name__} takes one positional argument (the root); "
+                f"{type(self).__name__}(ipfs_objs, ipfs_api_address[, shuffle_urls]) is the ipfs-dataset "
+                "package's signature: import it from torch_ipfs.compat.ipfs_dataset, or pass "
+                "client=torch_ipfs.Client(api=ipfs_api_address)"
+            )
         self.root = root
+        self.items = _check_option("items", items, _ITEMS)
         self.transform = transform
         self.target_transform = target_transform
         self.on_error = _check_option("on_error", on_error, _ON_ERROR)
@@ -110,6 +125,16 @@ class _SampleReader:
     def read_raw(self, index: int) -> RawSample:
         """Sample ``index`` as undecoded fields (reads only its bytes)."""
         return self.layout.read_sample(index)
+
+    def read_file(self, index: int) -> tuple[str, bytes]:
+        """Sample ``index`` as ``(file_name, file_bytes)``, undecoded (see :func:`file_of`)."""
+        return file_of(self.read_raw(index))
+
+    def make_item(self, raw: RawSample) -> Any:
+        """What ``ds[i]`` and iteration hand out for a raw sample: decoded (``items=
+        "samples"``) or ``(file_name, file_bytes)`` (``items="files"``). The one place the
+        two item kinds part."""
+        return file_of(raw) if self.items == "files" else self.decode_sample(raw)
 
     def decode_sample(self, raw: RawSample) -> Any:
         """Decode, assemble and transform a raw sample into what ``__getitem__`` returns."""
@@ -180,6 +205,26 @@ class _SampleReader:
         return "\n".join([head] + [" " * self._repr_indent + line for line in body])
 
 
+def file_of(raw: RawSample) -> tuple[str, bytes]:
+    """``(file_name, file_bytes)`` of a sample that is one file: a zip or tar member
+    (its name rebuilt from key and extension), a folder file or a plain file. Non-file
+    fields (a folder's ``metadata.txt`` label) are left out; a sample grouping several
+    files (``a.png`` + ``a.txt``) raises :class:`SampleError` naming them."""
+    blobs = [(f, v) for f, v in raw.fields.items() if isinstance(v, (bytes, bytearray, memoryview))]
+    if len(blobs) != 1:
+        names = sorted(f for f, _ in blobs)
+        what = f"files {names}" if blobs else f"no file, only fields {sorted(raw.fields)}"
+        raise SampleError(
+            f"sample {raw.key!r} has {what}; items='files' hands out one file per sample "
+            "(use items='samples' for grouped or JSON samples)",
+            key=raw.key,
+        )
+    name, data = blobs[0]
+    stem = raw.key.rsplit("/", 1)[-1]
+    file_name = raw.key if raw.key.endswith("." + name) or "." in stem else f"{raw.key}.{name}"
+    return file_name, bytes(data)
+
+
 def _pick(decoded: dict[str, Any], wanted: str, key: str) -> Any:
     """A field by name, by extension (``"png"`` matches ``"seg.png"``) or by alternatives
     (``"png;jpg"``, WebDataset's spelling)."""
@@ -226,7 +271,7 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         for attempt in range(n):
             i = (index + attempt) % n
             try:
-                return self.decode_sample(self.read_raw(i))
+                return self.make_item(self.read_raw(i))
             except (IPFSError, OSError, ValueError) as e:
                 self._failed(e, f"sample {i}")
         raise SampleError(f"{self.layout.where}: no sample could be read (all {n} failed)", index=index)
@@ -254,9 +299,15 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     """
 
     def __init__(
-        self, root: Any, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False, **options: Any
+        self,
+        root: Any,
+        *positional: Any,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        **options: Any,
     ) -> None:
-        _SampleReader.__init__(self, root, **options)
+        _SampleReader.__init__(self, root, *positional, **options)
         ShardedIterableDataset.__init__(self, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._prefetching: tuple[int, SampleSpan, Future[int]] | None = None
 
@@ -312,7 +363,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                     yield SKIPPED
                 return
             try:
-                sample = self.decode_sample(raw)
+                sample = self.make_item(raw)
             except (IPFSError, OSError, ValueError) as e:
                 self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
                 yield SKIPPED

@@ -26,7 +26,7 @@ from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from torch_ipfs.cid import CID, DAG_PB, RAW
+from torch_ipfs.cid import CID, DAG_PB, RAW, IPFSPath
 from torch_ipfs.dagpb import DataType, UnixFSData, decode_node
 from torch_ipfs.errors import NotADirectoryError, UnixFSFormatError  # noqa: A004 - ours subclasses the builtin
 
@@ -115,7 +115,8 @@ class IPFSFileSystem(AbstractFileSystem):
     def _strip_protocol(cls, path):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
-        path = str(os.fspath(path)).strip()
+        # the CID / IPFSPath objects add() and export() return are addresses too
+        path = str(path if isinstance(path, (CID, IPFSPath)) else os.fspath(path)).strip()
         for prefix in ("ipfs://", "ipfs::", "/ipfs/"):
             if path.startswith(prefix):
                 path = path[len(prefix):]

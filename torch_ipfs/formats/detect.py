@@ -20,13 +20,14 @@ those work too, one layout per object, concatenated.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
-from torch_ipfs.errors import ManifestError
+from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
 from torch_ipfs.formats.manifest import load_json
 
@@ -49,15 +50,21 @@ class RemoteFileType(enum.Enum):
 
 @dataclass(frozen=True)
 class IPFSObject:
-    """One input of a dataset: an address and what kind of object it is."""
+    """One input of a dataset: an address (string or :class:`~torch_ipfs.cid.CID`) and
+    what kind of object it is (``filetype``, the ``ipfs-dataset`` package's attribute)."""
 
-    url: str
-    type: RemoteFileType = RemoteFileType.PLAIN
+    url: str | CID | IPFSPath
+    filetype: RemoteFileType = RemoteFileType.PLAIN
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, RemoteFileType):
+        if not isinstance(self.filetype, RemoteFileType):
             valid = ", ".join(t.name for t in RemoteFileType)
-            raise ValueError(f"IPFSObject type must be a RemoteFileType ({valid}), got {self.type!r}")
+            raise ValueError(f"IPFSObject type must be a RemoteFileType ({valid}), got {self.filetype!r}")
+
+    @property
+    def type(self) -> RemoteFileType:
+        """The same as :attr:`filetype`."""
+        return self.filetype
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -76,8 +83,28 @@ def open_layout(root: Any, client: ClientHandle, *, layout: str | None = None) -
         return parts[0] if len(parts) == 1 else ConcatLayout(client, parts)
     if not isinstance(root, (str, CID, IPFSPath)):
         raise TypeError(f"a dataset root is an address string, CID or IPFSObject, not {type(root).__name__}")
-    address = parse_address(root)
+    address = _parse_root(root)
     return _Detector(client, address).open(layout)
+
+
+def _parse_root(root: str | CID | IPFSPath) -> IPFSPath:
+    """``parse_address``, with the fix named when the root is a local path."""
+    if isinstance(root, str) and _looks_local(root):
+        raise InvalidCIDError(
+            root,
+            "this is a local path, not an IPFS address: import it first with "
+            f"`torch-ipfs add -r {root}` (or torch_ipfs.add(path)), or export a torchvision "
+            "dataset with torch_ipfs.export(dataset), then pass the CID it prints "
+            "as 'ipfs://<cid>'",
+        )
+    return parse_address(root)
+
+
+def _looks_local(text: str) -> bool:
+    text = text.strip()
+    if not text or text.startswith(("ipfs://", "/ipfs/", "http://", "https://", "ipns://", "/ipns/")):
+        return False
+    return text.startswith(("./", "../", "~", "/", ".")) or os.path.exists(text)
 
 
 def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
@@ -87,9 +114,9 @@ def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
         RemoteFileType.FOLDER: "folder",
         RemoteFileType.PLAIN: "plain",
         RemoteFileType.PLAIN_STREAM: "plain",
-    }[obj.type]
-    detector = _Detector(client, parse_address(obj.url))
-    if obj.type is RemoteFileType.PLAIN_STREAM:
+    }[obj.filetype]
+    detector = _Detector(client, _parse_root(obj.url))
+    if obj.filetype is RemoteFileType.PLAIN_STREAM:
         return detector.plain(streaming=True)
     return detector.open(kind)
 
@@ -175,7 +202,7 @@ class _Detector:
         if kind == "embedded":
             return embedded.EmbeddedLayout.from_manifest(self.client, manifest, where)
         if kind == "shardedjson":
-            return shardedjson.ShardedJSONLayout.from_manifest(self.client, self.root, manifest, where)
+            return shardedjson.open_shardedjson(self.client, self.root, manifest, where)
         if kind == "multimodal":
             return multimodal.MultimodalLayout.from_manifest(self.client, self.root, manifest, where)
         if kind == "cidlist":

@@ -115,7 +115,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     client = _client()
     target = Path(args.output or parse_name(args.address))
-    client.get(args.address, target)
+    client.get(args.address, target, symlinks=args.symlinks)
     print(f"Saving file(s) to {target}")
     return 0
 
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("get", help="write a file or directory to disk")
     p.add_argument("address")
     p.add_argument("-o", "--output", help="where to write (default: the last path segment, or the CID)")
+    p.add_argument(
+        "--symlinks", action="store_true", help="write symlink entries as links (refused otherwise)"
+    )
     p.set_defaults(func=cmd_get)
 
     dag = sub.add_parser("dag", help="CAR import/export").add_subparsers(dest="dag_command", required=True)

@@ -14,7 +14,9 @@ catch either::
     │   ├── CIDFormatError                  (reserved for multicodec tables)
     │   ├── UnixFSFormatError               dag-pb / UnixFS that breaks the spec
     │   ├── CARFormatError                  a CAR stream that breaks the spec
-    │   └── ManifestError                   a dataset manifest or archive we refuse
+    │   ├── ManifestError                   a dataset manifest or archive we refuse
+    │   ├── UnsafePathError                 an entry ``get`` refuses to write (``.path``)
+    │   └── SampleError                     a sample over the per-sample byte limit
     ├── PathNotFoundError(FileNotFoundError)a path segment missing in a directory
     ├── NotAFileError / NotADirectoryError  the node is of the other kind
     ├── SourceError                         a source failed (``.source``, ``.cid``)
@@ -46,7 +48,9 @@ __all__ = [
     "SourceTimeoutError",
     "SourceUnavailableError",
     "StoreError",
+    "SampleError",
     "UnixFSFormatError",
+    "UnsafePathError",
 ]
 
 import builtins
@@ -178,3 +182,33 @@ class KuboError(SourceError):
 
 class StoreError(IPFSError):
     """The local block store cannot do what was asked (bad repo, lock, disk)."""
+
+
+class UnsafePathError(UnixFSFormatError):
+    """An entry ``get`` refuses to write: a name that could escape the target (empty,
+    ``.``/``..``, ``/`` or NUL inside), a duplicate name in one directory, a symlink when
+    symlinks were not asked for, or a path that already exists as a symlink. ``path`` is
+    where it would have gone."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"refusing to write {path!r}: {reason}")
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.path, self.reason))
+
+
+class SampleError(FormatError):
+    """A sample larger than the per-sample byte limit (``TORCH_IPFS_MAX_SAMPLE_BYTES``),
+    by its declared size or while it was read. ``sample`` names it, ``size`` is what it
+    declared or reached, ``limit`` the limit."""
+
+    def __init__(self, sample: str, size: int, limit: int) -> None:
+        self.sample, self.size, self.limit = sample, size, limit
+        super().__init__(
+            f"sample {sample} is {size}+ bytes, over the {limit}-byte per-sample limit "
+            f"(raise it with max_sample_bytes= or TORCH_IPFS_MAX_SAMPLE_BYTES)"
+        )
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.sample, self.size, self.limit))

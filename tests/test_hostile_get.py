@@ -12,13 +12,12 @@ import subprocess
 import sys
 
 import pytest
+from dagbuild import pb_leaf, put_pb, symlink
 
 from torch_ipfs.client import Client
 from torch_ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
 from torch_ipfs.errors import UnsafePathError
 from torch_ipfs.sources.base import MemoryStore
-
-from dagbuild import pb_leaf, put_pb, symlink
 
 
 def raw_directory(store: MemoryStore, links: list[tuple[str, object]]) -> object:

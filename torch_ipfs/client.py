@@ -425,7 +425,9 @@ def _check_name(name: str, where: str) -> None:
 
 #: errno values that mean "the tree on disk is not what the DAG says" (a symlink where a
 #: directory goes, a directory where a file goes, ...): refused, never worked around.
-_UNSAFE_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG, errno.EMLINK}
+_UNSAFE_ERRNOS = {
+    errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG, errno.EMLINK
+}
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -537,7 +539,8 @@ class _Extraction:
                         if entry.type == "dir":
                             subdirs.append((entry.cid, here_dir, entry.name, path))
                         elif entry.type == "file":
-                            self.file(here_dir.fd, entry.name, UnixFSFile(source, entry.cid).iter_chunks(), path)
+                            pieces = UnixFSFile(source, entry.cid).iter_chunks()
+                            self.file(here_dir.fd, entry.name, pieces, path)
                         elif entry.type == "symlink":
                             block = source.get(entry.cid)
                             self.symlink(here_dir.fd, entry.name, _symlink_target(entry.cid, block), path)

@@ -12,11 +12,12 @@ Helia, boxo) can fetch and verify from it, plus the plain path gateway for peopl
 - ``GET /ipfs/{cid}[/path]`` without a format: file bytes with ``Range`` support (206), a
   small HTML listing for directories. ``HEAD`` everywhere.
 
-The walk that decides which blocks a CAR holds is written here independently of the
-client's verifier (:class:`~torch_ipfs.carverify.CarBlockVerifier`), so the two check each
-other. A block missing midway truncates the response (the status was already 200), as
-real gateways do. Loopback by default; read-only (other methods: 405); ``..`` or
-oversized requests are refused. ``delay`` injects a per-request latency (benchmarks).
+The walk that decides which blocks a CAR holds is :class:`~torch_ipfs.unixfs.walk.CarWalk`,
+the one the client's verifier (:class:`~torch_ipfs.carverify.CarBlockVerifier`) runs, so
+the two agree by construction; it is iterative and bounded, whatever the DAG. A block
+missing midway truncates the response (the status was already 200), as real gateways do.
+Loopback by default; read-only (other methods: 405); ``..`` or oversized requests are
+refused. ``delay`` injects a per-request latency (benchmarks).
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from torch_ipfs.car import encode_header
-from torch_ipfs.carverify import parse_entity_bytes
-from torch_ipfs.cid import CID, DAG_PB, RAW
-from torch_ipfs.dag import child_cids
-from torch_ipfs.dagpb import DataType, UnixFSData, decode_node
+from torch_ipfs.cid import CID
+from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import (
     BlockNotFoundError,
     FormatError,
@@ -46,7 +45,8 @@ from torch_ipfs.errors import (
     PathNotFoundError,
 )
 from torch_ipfs.sources.base import BlockSource
-from torch_ipfs.unixfs.reader import UnixFSFile, decode_file_node, ls, resolve_path
+from torch_ipfs.unixfs.reader import UnixFSFile, ls
+from torch_ipfs.unixfs.walk import CarWalk, node_kind, parse_entity_bytes, resolve_segments
 from torch_ipfs.varint import encode_varint
 
 __all__ = ["GatewayServer", "car_blocks", "make_server", "serve_forever"]
@@ -117,37 +117,11 @@ def serve_forever(
 # -- which blocks a CAR response holds ----------------------------------------------------
 
 
-class _Recorder(BlockSource):
-    """Remembers the blocks fetched through it, in order (the path blocks of a request)."""
-
-    def __init__(self, source: BlockSource) -> None:
-        self.source = source
-        self.name = source.name
-        self.fetched: list[tuple[CID, bytes]] = []
-
-    def get(self, cid: CID) -> bytes:
-        block = self.source.get(cid)
-        self.fetched.append((cid, block))
-        return block
-
-    def _get_raw(self, cid: CID) -> bytes:
-        return self.get(cid)
-
-
-def _unixfs_type(cid: CID, block: bytes) -> DataType | None:
-    if cid.codec == RAW:
-        return DataType.Raw
-    if cid.codec != DAG_PB:
-        return None
-    node = decode_node(block)
-    return UnixFSData.decode(node.data).type if node.data is not None else None
-
-
 def resolve(source: BlockSource, root: CID, segments: list[str]) -> tuple[CID, list[tuple[CID, bytes]]]:
     """The terminal CID of ``root/segments`` and the blocks the resolution read, in order."""
-    recorder = _Recorder(source)
-    terminal = resolve_path(recorder, root, segments) if segments else root
-    return terminal, recorder.fetched
+    fetched: list[tuple[CID, bytes]] = []
+    terminal = resolve_segments(source, root, segments, lambda c, b: fetched.append((c, b)))
+    return terminal, fetched
 
 
 def car_blocks(
@@ -161,81 +135,15 @@ def car_blocks(
 ) -> Iterator[tuple[CID, bytes]]:
     """The blocks of a trustless CAR response, in order: the path blocks, then the
     terminal element per ``scope`` (``entity_bytes`` implies ``entity``). With ``dups``
-    a block is sent each time the walk meets it; without, only the first time."""
-    sent: set[bytes] = set()
+    a block is sent each time the walk meets it; without, only the first time.
 
-    def emit(cid: CID, block: bytes) -> Iterator[tuple[CID, bytes]]:
-        if cid.is_identity:
-            return
-        if not dups:
-            if cid.multihash in sent:
-                return
-            sent.add(cid.multihash)
+    The order is :class:`~torch_ipfs.unixfs.walk.CarWalk`'s, the walk the client's
+    verifier runs: iterative and depth-limited, whatever the DAG."""
+    walk = CarWalk(root, tuple(segments), scope=scope, entity_bytes=entity_bytes, dups=dups)
+    while (cid := walk.next_cid()) is not None:
+        block = source.get(cid)
+        walk.accept(cid, block)
         yield cid, block
-
-    def subtree(cid: CID, block: bytes, follow: set[DataType] | None) -> Iterator[tuple[CID, bytes]]:
-        """DFS from a block already emitted; ``follow`` limits which node types are expanded
-        (None: everything); with dups=n a repeated subtree is not walked again."""
-        if follow is not None and _unixfs_type(cid, block) not in follow:
-            return
-        for child in child_cids(cid, block):
-            if not dups and child.multihash in sent:
-                continue
-            child_block = child.digest if child.is_identity else source.get(child)
-            yield from emit(child, child_block)
-            yield from subtree(child, child_block, follow)
-
-    def hamt_shards(cid: CID, block: bytes) -> Iterator[tuple[CID, bytes]]:
-        for link in decode_node(block).links:
-            if len(link.name or "") != 2 or (not dups and link.cid.multihash in sent):
-                continue
-            child_block = source.get(link.cid)
-            yield from emit(link.cid, child_block)
-            yield from hamt_shards(link.cid, child_block)
-
-    def byte_range(cid: CID, block: bytes, start: int, lo: int, hi: int) -> Iterator[tuple[CID, bytes]]:
-        node = decode_file_node(cid, block)
-        for i, child in enumerate(node.links):
-            child_start, size = start + node.offsets[i], node.sizes[i]
-            if size == 0 or child_start + size <= lo:
-                continue
-            if child_start >= hi:
-                break
-            child_block = child.digest if child.is_identity else source.get(child)
-            yield from emit(child, child_block)
-            yield from byte_range(child, child_block, child_start, lo, hi)
-
-    terminal, path_blocks = resolve(source, root, segments)
-    for cid, block in path_blocks:
-        yield from emit(cid, block)
-    block = terminal.digest if terminal.is_identity else source.get(terminal)
-    yield from emit(terminal, block)
-    if entity_bytes is not None:
-        scope = "entity"
-    if scope == "block":
-        return
-    if scope == "all":
-        yield from subtree(terminal, block, None)
-        return
-    kind = _unixfs_type(terminal, block)
-    if kind in (DataType.File, DataType.Raw):
-        if entity_bytes is None:
-            yield from subtree(terminal, block, {DataType.File, DataType.Raw})
-            return
-        size = decode_file_node(terminal, block).size
-        lo, hi = _resolve_entity_bytes(entity_bytes, size)
-        if lo < hi:
-            yield from byte_range(terminal, block, 0, lo, hi)
-    elif kind == DataType.HAMTShard:
-        yield from hamt_shards(terminal, block)
-
-
-def _resolve_entity_bytes(entity_bytes: tuple[int, int | None], size: int) -> tuple[int, int]:
-    """Inclusive ``from:to`` (negatives from the end, None = end) -> half-open, clamped."""
-    start, end = entity_bytes
-    lo = max(size + start if start < 0 else start, 0)
-    last = size - 1 if end is None else (size + end if end < 0 else end)
-    return lo, min(last + 1, size)
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -442,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
         source = self.server.source
         terminal, _ = resolve(source, root, segments)
         block = terminal.digest if terminal.is_identity else source.get(terminal)
-        kind = _unixfs_type(terminal, block)
+        kind = node_kind(terminal, block)
         if kind in (DataType.Directory, DataType.HAMTShard):
             self._serve_listing(root, segments, terminal, head=head)
             return

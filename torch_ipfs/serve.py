@@ -23,13 +23,17 @@ refused. ``delay`` injects a per-request latency (benchmarks).
 from __future__ import annotations
 
 import html
+import io
 import logging
 import mimetypes
 import re
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from torch_ipfs.car import encode_header
@@ -59,30 +63,114 @@ MAX_HEADER_BYTES = 16 * 1024
 CAR_CHUNK_BYTES = 256 * 1024
 _IMMUTABLE = "public, max-age=29030400, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Any well-formed byte-ranges value (RFC 9110 14.1.2), several ranges included.
+_RANGES = re.compile(r"^bytes=\s*(\d*-\d*)(\s*,\s*\d*-\d*)*\s*$")
+#: Offsets are 64-bit: a longer number cannot be satisfied (and int() of a huge string
+#: is slow and, past 4300 digits, an error).
+_MAX_OFFSET_DIGITS = 20
+
+
+#: Concurrent connections served; more are answered 503 with Retry-After at once.
+DEFAULT_MAX_CONNECTIONS = 64
+#: Seconds a connection may take to send a request line and its headers (slowloris).
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a socket may sit without one byte moving either way, mid-request or between
+#: keep-alive requests (a client that stops reading its response is dropped too).
+DEFAULT_IDLE_TIMEOUT = 30.0
+RETRY_AFTER_SECONDS = 1
 
 
 class GatewayServer(ThreadingHTTPServer):
-    """The HTTP server; ``source`` is any BlockSource (usually the embedded store)."""
+    """The HTTP server; ``source`` is any BlockSource (usually the embedded store).
+
+    Bounded against slow or many clients: at most ``max_connections`` are served at once
+    (one thread each; the rest get ``503`` + ``Retry-After`` without a thread), a
+    request's line and headers must arrive within ``header_timeout`` seconds, and any
+    socket idle for ``idle_timeout`` seconds is closed.
+    """
 
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128  # parallel clients open many connections at once
 
-    def __init__(self, address: tuple[str, int], source: BlockSource, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        source: BlockSource,
+        *,
+        delay: float = 0.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         self.source = source
         self.delay = delay
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self._active = 0
+        self._active_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    @property
+    def active_connections(self) -> int:
+        """Connections being served right now."""
+        return self._active
+
+    def process_request(self, request, client_address) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._active_lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _refuse_busy(self, request) -> None:
+        """Answer 503 on the accepting thread: a short write, never a read, then close."""
+        body = b"too many connections; retry later\n"
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        log.warning("refusing a connection: %d connections already served", self.max_connections)
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
     def handle_error(self, request, client_address) -> None:
-        # A client that hangs up mid-response is routine (timeouts, hedged requests).
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        # A client that hangs up mid-response is routine (timeouts, hedged requests);
+        # anything else is a bug worth seeing.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        else:
+            log.warning("connection from %s failed", client_address, exc_info=True)
 
     @property
     def url(self) -> str:
         """Base URL of this gateway (``http://127.0.0.1:PORT``)."""
         host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        text = f"[{text}]" if ":" in text else text
+        return f"http://{text}:{port}"
 
     def start(self) -> threading.Thread:
         """Serve in a daemon thread (tests, benchmarks); stop with ``shutdown()`` + ``server_close()``."""
@@ -94,17 +182,19 @@ class GatewayServer(ThreadingHTTPServer):
 
 
 def make_server(
-    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> GatewayServer:
-    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving."""
-    return GatewayServer((host, port), store, delay=delay)
+    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving.
+    ``limits``: ``max_connections``, ``header_timeout``, ``idle_timeout`` (see
+    :class:`GatewayServer`)."""
+    return GatewayServer((host, port), store, delay=delay, **limits)
 
 
 def serve_forever(
-    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> None:
     """Serve ``store`` until interrupted (Ctrl-C)."""
-    server = make_server(store, host, port, delay=delay)
+    server = make_server(store, host, port, delay=delay, **limits)
     log.info("serving %s on %s/ipfs/", store, server.url)
     try:
         server.serve_forever()
@@ -112,6 +202,31 @@ def serve_forever(
         pass
     finally:
         server.server_close()
+
+
+class _DeadlineSocketIO(io.RawIOBase):
+    """The reading side of a connection: every ``recv`` waits at most the idle timeout,
+    and, while a deadline is set (the request line and headers), no later than it."""
+
+    def __init__(self, sock: socket.socket, idle: float) -> None:
+        super().__init__()
+        self.sock, self.idle = sock, idle
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout = self.idle
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("request headers took too long")
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle)  # writes: idle timeout only
 
 
 # -- which blocks a CAR response holds ----------------------------------------------------
@@ -177,6 +292,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - " + format, self.address_string(), *args)
 
+    # -- connection limits ------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout
+        super().setup()
+        self._reader = _DeadlineSocketIO(self.connection, self.server.idle_timeout)
+        self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+
+    def handle_one_request(self) -> None:
+        # The request line and headers (and the wait for them on a kept-alive connection)
+        # must arrive within header_timeout; _serve lifts the deadline once they have.
+        self._reader.deadline = time.monotonic() + self.server.header_timeout
+        self._headers_sent = False
+        super().handle_one_request()
+
     # -- methods ----------------------------------------------------------------------
 
     def do_GET(self) -> None:
@@ -194,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- dispatch ---------------------------------------------------------------------
 
     def _serve(self, *, head: bool) -> None:
+        self._reader.deadline = None  # headers are in: only the idle timeout applies now
         try:
             root, segments, query = self._parse_target()
             if self.server.delay:
@@ -218,8 +349,15 @@ class _Handler(BaseHTTPRequestHandler):
         except IPFSError as e:
             log.warning("error serving %s: %s", self.path, e)
             self._plain(502 if not isinstance(e, FormatError) else 500, f"{e}\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+        except Exception:
+            # A bug, not the client's doing: seen at warning level, answered 500 if the
+            # status line has not gone out yet, and the connection is not reused.
+            log.warning("unexpected error serving %s", self.path, exc_info=True)
+            self.close_connection = True
+            if not self._headers_sent:
+                self._plain(500, "internal error\n")
 
     def _parse_target(self) -> tuple[CID, list[str], dict[str, list[str]]]:
         if len(self.path) > MAX_URL_BYTES:
@@ -255,7 +393,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses ------------------------------------------------------------------------
 
+    def end_headers(self) -> None:
+        self._headers_sent = True
+        super().end_headers()
+
     def _plain(self, status: int, text: str, *, extra: dict[str, str] | None = None) -> None:
+        if status >= 500:
+            log.warning("%s %s -> %d: %s", self.command, self.path, status, text.strip())
         body = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -362,8 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
         content_range = None
         wanted = self.headers.get("Range")
         if wanted:
-            m = _RANGE.match(wanted.strip())
-            if m and (m.group(1) or m.group(2)):  # one range; anything else is ignored (RFC 9110)
+            m = _check_range(wanted.strip(), size)
+            if m and (m.group(1) or m.group(2)):  # one range; several are ignored (RFC 9110)
                 if m.group(1):
                     start = int(m.group(1))
                     end = min(size, int(m.group(2)) + 1) if m.group(2) else size
@@ -420,6 +564,19 @@ class _HTTPRangeProblem(_HTTPProblem):
     def __init__(self, size: int) -> None:
         super().__init__(416, f"range not satisfiable (size {size})")
         self.size = size
+
+
+def _check_range(value: str, size: int) -> re.Match[str] | None:
+    """The match of a single ``bytes=a-b`` range, or None for a value to ignore (several
+    ranges, another unit). 400 for a malformed ``bytes=`` value, 416 for offsets no file
+    can have."""
+    if not value.lower().startswith("bytes="):
+        return None  # another range unit: ignored, as RFC 9110 allows
+    if len(value) > 1024 or not _RANGES.match(value):
+        raise _HTTPProblem(400, f"malformed Range header {value[:80]!r}")
+    if any(len(n) > _MAX_OFFSET_DIGITS for n in re.findall(r"\d+", value)):
+        raise _HTTPRangeProblem(size)
+    return _RANGE.match(value)
 
 
 def _ipfs_path(root: CID, segments: list[str]) -> str:

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from torch_ipfs import config
 from torch_ipfs.errors import ManifestError
-from torch_ipfs.formats.base import RawSample, check_member_name, split_key
+from torch_ipfs.formats.base import RawSample, check_member_name, check_sample_size, split_key
 
 __all__ = [
     "BLOCK",
@@ -224,6 +225,19 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return records
 
 
+#: Long-name and pax records are a few hundred bytes; a larger one is refused unread.
+MAX_EXTENSION_BYTES = 1024 * 1024
+
+
+def _pax_size(pax: dict[str, str], default: int, where: str) -> int:
+    raw = pax.get("size")
+    if raw is None:
+        return default
+    if not (0 < len(raw) <= 20 and raw.isdigit()):  # a 64-bit decimal, nothing else
+        raise ManifestError(f"{where}: pax size {raw[:40]!r} is not a byte count")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class TarMember:
     """A regular file in an archive: ``offset`` of its first header (including any
@@ -261,6 +275,11 @@ def _walk(
             return
         data_offset = pos + BLOCK
         if header.type in (b"L", b"x", b"g", b"K"):
+            if header.size > MAX_EXTENSION_BYTES:
+                raise ManifestError(
+                    f"{where}: tar extension header at offset {pos} declares {header.size} bytes, "
+                    f"over {MAX_EXTENSION_BYTES}"
+                )
             raw = read_block(_padded(header.size))[: header.size]
             if len(raw) < header.size:
                 raise ManifestError(f"{where}: truncated tar extension header at offset {pos}")
@@ -272,7 +291,7 @@ def _walk(
             continue
         name = pax.get("path") or long_name or header.name
         if header.type in _DATA_TYPES:
-            size = int(pax.get("size", header.size))
+            size = _pax_size(pax, header.size, where)
             member = TarMember(check_member_name(name, where), member_start, data_offset, size)
             yield member, read_data(data_offset, size)
         elif header.type in _SKIP_TYPES:
@@ -320,6 +339,7 @@ def iter_members(chunks: Iterable[bytes], where: str, start: int = 0) -> Iterato
     reader = ChunkReader(chunks)
 
     def read_data(offset: int, size: int) -> bytes:
+        check_sample_size(size, f"{where}: tar member at offset {offset}")  # before reading it
         padded = _padded(size)
         data = reader.read(padded)
         if len(data) < size:
@@ -334,6 +354,8 @@ def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Ite
     has no extension belong to no sample; they are skipped and logged."""
     key: str | None = None
     fields: dict[str, bytes] = {}
+    total = 0
+    limit = config.max_sample_bytes()
     for member, data in members:
         split = split_key(member.name)
         if split is None:
@@ -343,9 +365,11 @@ def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Ite
         if k != key:
             if key is not None:
                 yield RawSample(key, fields)
-            key, fields = k, {}
+            key, fields, total = k, {}, 0
         if fname in fields:
             raise ManifestError(f"{where}: sample {k!r} has field {fname!r} twice")
+        total += len(data)
+        check_sample_size(total, f"{where}: sample {k!r}", limit)
         fields[fname] = data
     if key is not None:
         yield RawSample(key, fields)
@@ -380,5 +404,6 @@ def scan_index(read_range: Callable[[int, int], bytes], size: int, where: str) -
             keys.append(split[0])
             offsets.append(member.offset)
         end = member.end
-    offsets.append(end)
+    # A last member whose final padding is missing still ends at the end of the bytes.
+    offsets.append(min(end, size))
     return ShardIndex(keys, offsets)

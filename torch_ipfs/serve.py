@@ -295,8 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- connection limits ------------------------------------------------------------
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # writes too: a client must read
         self._reader = _DeadlineSocketIO(self.connection, self.server.idle_timeout)
         self.rfile = io.BufferedReader(self._reader, 64 * 1024)
 

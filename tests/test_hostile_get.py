@@ -126,3 +126,15 @@ def test_the_cli_refuses_the_hostile_tree_with_one_error_line(tmp_path):
     assert proc.stderr.decode().startswith("Error: refusing to write")
     assert b"second entry" in proc.stderr
     assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_a_directory_chain_deeper_than_the_limit_stops_with_a_typed_error(store, client, tmp_path):
+    from torch_ipfs.unixfs.walk import MAX_DAG_DEPTH
+
+    node = raw_directory(store, [("f", pb_leaf(store, b"bottom")[0])])
+    for _ in range(MAX_DAG_DEPTH + 5):
+        node = raw_directory(store, [("d", node)])
+    with pytest.raises(UnsafePathError, match="nested directories"):
+        client.get(node, tmp_path / "out")
+    # the fds of the walk are all closed again
+    assert len(os.listdir("/proc/self/fd")) < 64

@@ -142,3 +142,18 @@ def test_a_digest_longer_than_its_hash_function_is_400_and_never_cached(store, c
     from torch_ipfs import cid as cid_module
 
     assert cid_module._decode_text.cache_info().maxsize <= 8192
+
+
+def test_a_server_side_failure_is_a_5xx_logged_at_warning(store, caplog):
+    from dagbuild import file_node, raw_leaf
+
+    hidden = raw_leaf(store, b"HIDDEN")[0]
+    bad, _ = file_node(store, [(hidden, 0), raw_leaf(store, b"abc")], blocksizes=[0, 3], filesize=3)
+    server = serving(store)
+    try:
+        with caplog.at_level(logging.WARNING, logger="torch_ipfs.serve"):
+            r = httpx.get(f"{server.url}/ipfs/{bad}", timeout=5)
+        assert r.status_code == 500 and "blocksize 0" in r.text
+        assert any(rec.levelno == logging.WARNING and "500" in rec.getMessage() for rec in caplog.records)
+    finally:
+        stop(server)

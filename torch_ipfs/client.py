@@ -511,13 +511,18 @@ class _Extraction:
         parent's descriptor stays open while children of it wait: at most one per level
         of the current path)."""
         from torch_ipfs.unixfs.reader import UnixFSFile, ls
+        from torch_ipfs.unixfs.walk import MAX_DAG_DEPTH
 
-        # (cid, the parent directory, entry name, path for messages); the root's parent
-        # is None: it is filled through top_fd itself.
-        stack: list[tuple[CID, _DirHandle | None, str, str]] = [(root, None, "", top)]
+        # (cid, the parent directory, entry name, path for messages, depth); the root's
+        # parent is None: it is filled through top_fd itself.
+        stack: list[tuple[CID, _DirHandle | None, str, str, int]] = [(root, None, "", top, 0)]
         try:
             while stack:
-                cid, parent, name, where = stack.pop()
+                cid, parent, name, where, depth = stack.pop()
+                if depth > MAX_DAG_DEPTH:
+                    if parent is not None:
+                        parent.release()
+                    raise UnsafePathError(where, f"more than {MAX_DAG_DEPTH} nested directories")
                 if parent is None:
                     here_dir = _DirHandle(os.dup(top_fd))
                 else:
@@ -537,7 +542,7 @@ class _Extraction:
                     for entry in entries:
                         path = f"{where}/{entry.name}"
                         if entry.type == "dir":
-                            subdirs.append((entry.cid, here_dir, entry.name, path))
+                            subdirs.append((entry.cid, here_dir, entry.name, path, depth + 1))
                         elif entry.type == "file":
                             pieces = UnixFSFile(source, entry.cid).iter_chunks()
                             self.file(here_dir.fd, entry.name, pieces, path)
@@ -551,7 +556,7 @@ class _Extraction:
                 finally:
                     here_dir.release()
         finally:
-            for _, waiting, _, _ in stack:
+            for _, waiting, _, _, _ in stack:
                 if waiting is not None:
                     waiting.release()
 

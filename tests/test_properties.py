@@ -174,7 +174,9 @@ def test_a_mutated_car_yields_only_verified_blocks(change, v2):
 
 
 @mutations
-@given(st.lists(st.integers(0, len(BLOCKS) - 1), max_size=len(BLOCKS) + 2), st.sampled_from(["all", "entity"]))
+@given(
+    st.lists(st.integers(0, len(BLOCKS) - 1), max_size=len(BLOCKS) + 2), st.sampled_from(["all", "entity"])
+)
 def test_the_verifier_accepts_exactly_the_walk(order, scope):
     verifier = CarBlockVerifier(ROOT, scope=scope)
     sent = [BLOCKS[i] for i in order]
@@ -194,7 +196,9 @@ def test_the_verifier_accepts_exactly_the_walk(order, scope):
 def _tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in (("a/0.txt", b"zero"), ("a/0.cls", b"1"), ("a/1.txt", b"one" * 200), ("x" * 120 + ".bin", b"long")):
+        long = "x" * 120 + ".bin"  # a pax path record
+        members = (("a/0.txt", b"zero"), ("a/0.cls", b"1"), ("a/1.txt", b"one" * 200), (long, b"L"))
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))

@@ -60,6 +60,8 @@ _MEMO_SIZE = 8192
 #: The longest text a CID can have: base16 of a 1 + 9 + 9 + 9 + 128-byte binary CID.
 MAX_CID_TEXT = 1 + 2 * (1 + 9 + 9 + 9 + 128)
 
+_SHA2_256 = multihash.SHA2_256  # the module name is shadowed by CID.multihash in the class
+
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -108,7 +110,7 @@ class CID:
         codec: int = RAW,
         *,
         version: int = 1,
-        hash_code: int = multihash.SHA2_256,
+        hash_code: int = _SHA2_256,
     ) -> CID:
         """The CID of a block of ``data`` encoded with ``codec``."""
         return cls(version, codec, multihash.digest(data, hash_code))

@@ -228,7 +228,7 @@ class SampleTooLargeError(SampleError):
         return (type(self), (self.sample, self.size, self.limit))
 
 
-def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+def _rebuild(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
     err = cls.__new__(cls)
     err.args = args
     err.__dict__.update(state)

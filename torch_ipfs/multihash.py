@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from torch_ipfs.errors import CIDFormatError, InvalidCIDError
 from torch_ipfs.varint import decode_varint, encode_varint
@@ -30,7 +31,7 @@ DIGEST_LENGTHS = {SHA2_256: 32, SHA2_512: 64, SHA3_256: 32, BLAKE2B_256: 32}
 #: than 64 bytes; a CID stays a small key).
 MAX_DIGEST_LENGTH = 128
 
-_FUNCTIONS: dict[int, tuple[str, Callable[[bytes], bytes]]] = {
+_FUNCTIONS: dict[int, tuple[str, Callable[[Any], bytes]]] = {
     IDENTITY: ("identity", bytes),
     SHA2_256: ("sha2-256", lambda b: hashlib.sha256(b).digest()),
     SHA2_512: ("sha2-512", lambda b: hashlib.sha512(b).digest()),

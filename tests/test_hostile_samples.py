@@ -152,3 +152,18 @@ def test_a_tar_without_final_padding_indexes_within_its_bytes(client):
     assert (index.keys, index.offsets) == (["k"], [0, len(cut)])
     ds = IPFSDataset(IPFSObject(str(client.add(cut)), RemoteFileType.TAR), client=client)
     assert ds[0]["txt"] == "0123456789"
+
+
+def test_a_2_pow_50_byte_manifest_is_refused_before_it_is_read(client):
+    from dagbuild import directory
+
+    node = raw_leaf(client.store, b"{" + b" " * 1023)
+    for _ in range(40):
+        node = file_node(client.store, [node, node])
+    t0 = time.monotonic()
+    with pytest.raises(ManifestError, match="manifest is 1125899906842624 bytes"):
+        IPFSDataset(str(node[0]), client=client)
+    root = directory(client.store, {"manifest.json": node[0]})
+    with pytest.raises(ManifestError, match="manifest is 1125899906842624 bytes"):
+        IPFSDataset(str(root), client=client)
+    assert time.monotonic() - t0 < 5

@@ -62,14 +62,21 @@ def file_chain(store: MemoryStore, depth: int) -> tuple[CID, int]:
 # -- finding 2: exponential HAMT listing --------------------------------------------------
 
 
-def test_a_hamt_sharing_one_child_shard_is_refused_after_reading_a_few_blocks():
+def test_a_hamt_sharing_one_child_shard_is_refused_after_reading_a_few_blocks(tmp_path):
     store = MemoryStore()
     root = shared_shard_hamt(store)  # 2**40 entries claimed, 6 blocks
     assert len(store.blocks) == 6
     with pytest.raises(UnixFSFormatError, match="appears twice"):
         ls(store, root)
-    with pytest.raises(UnixFSFormatError, match="appears twice"):
-        Client(sources=[store]).ls(root)
+    with Client(home=tmp_path / "home", sources=[store]) as client:
+        with pytest.raises(UnixFSFormatError, match="appears twice"):
+            client.ls(root)
+        with pytest.raises(UnixFSFormatError, match="appears twice"):
+            client.get(root, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    with running_gateway(store) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        resp = http.get(f"/ipfs/{root}/")  # the HTML listing
+        assert resp.status_code == 500 and "appears twice" in resp.text
 
 
 def test_a_listing_over_the_entry_limit_is_refused(monkeypatch):

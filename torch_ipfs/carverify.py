@@ -73,6 +73,10 @@ class CarBlockVerifier:
 
     ``on_block(cid, block)`` is called for each verified block; without it blocks are
     collected in :attr:`blocks`. Duplicate blocks (``dups=True``) are passed each time.
+
+    The walk is :class:`~torch_ipfs.unixfs.walk.CarWalk`, the one ``serve`` runs:
+    iterative, at most 2,048 levels deep and 8 HAMT levels (:class:`UnixFSFormatError`
+    beyond); a dag-pb node without UnixFS Data is an entity of one block.
     """
 
     def __init__(

@@ -40,6 +40,7 @@ from torch_ipfs.cid import CID, DAG_PB, RAW
 from torch_ipfs.dag import child_cids
 from torch_ipfs.dagpb import DataType, PBNode, UnixFSData, decode_node
 from torch_ipfs.errors import (
+    BlockNotFoundError,
     NotADirectoryError,  # noqa: A004 - ours subclasses the builtin
     NotAFileError,
     PathNotFoundError,
@@ -351,6 +352,8 @@ def directory_links(
                 if depth + 1 >= MAX_HAMT_DEPTH:
                     raise UnixFSFormatError(f"{cid}: HAMT deeper than {MAX_HAMT_DEPTH} levels")
                 visited.add(link.cid.multihash)
+                if len(visited) > limit:  # a shard holds >= 2 entries: never more shards than entries
+                    raise UnixFSFormatError(f"{cid}: HAMT of more than {limit} shard nodes")
                 wanted.append(link.cid)
         children = {c.multihash: _child_shard(shard_cid, c, b) for c, b in source.get_many(wanted)}
         return shard_cid, parsed, 0, children, depth
@@ -364,7 +367,10 @@ def directory_links(
         stack[-1] = (shard_cid, parsed, i + 1, children, depth)
         entry, link = parsed[i]
         if entry is None:
-            stack.append(frame(link.cid, children.pop(link.cid.multihash), depth + 1))
+            child = children.pop(link.cid.multihash, None)
+            if child is None:
+                raise BlockNotFoundError(link.cid, hint=f"the source skipped a shard of {cid}")
+            stack.append(frame(link.cid, child, depth + 1))
         else:
             counted(link.cid)
             yield entry, link.cid, link.tsize

@@ -22,6 +22,7 @@ from torch_ipfs.client import Client
 from torch_ipfs.config import DEFAULT_MAX_SAMPLE_BYTES, Settings, max_sample_bytes
 from torch_ipfs.datasets import IPFSDataset, IPFSIterableDataset, IPFSObject, RemoteFileType
 from torch_ipfs.errors import InvalidCIDError, ManifestError, SampleError, SampleTooLargeError
+from torch_ipfs.formats import tar as tar_module
 from torch_ipfs.formats.tar import scan_index
 
 
@@ -167,3 +168,24 @@ def test_a_2_pow_50_byte_manifest_is_refused_before_it_is_read(client):
     with pytest.raises(ManifestError, match="manifest is 1125899906842624 bytes"):
         IPFSDataset(str(root), client=client)
     assert time.monotonic() - t0 < 5
+
+
+def test_deeply_nested_json_is_a_manifest_error(client):
+    from torch_ipfs.formats.manifest import load_json
+
+    with pytest.raises(ManifestError, match="nested too deeply") as err:
+        load_json(b"[" * 100_000, "m.json")
+    assert isinstance(err.value.__cause__, RecursionError)
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        IPFSDataset(str(client.add(b'{"samples": ' + b"[" * 100_000)), client=client)
+
+
+def test_a_tar_of_too_many_headers_is_refused(monkeypatch):
+    monkeypatch.setattr(tar_module, "MAX_MEMBERS", 5)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for i in range(6):
+            t.addfile(tarfile.TarInfo(f"{i}.txt"), io.BytesIO(b""))
+    data = buf.getvalue()
+    with pytest.raises(ManifestError, match="more than 5 tar headers"):
+        scan_index(lambda o, n: data[o:o + n], len(data), "many.tar")

@@ -227,6 +227,10 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
 
 #: Long-name and pax records are a few hundred bytes; a larger one is refused unread.
 MAX_EXTENSION_BYTES = 1024 * 1024
+#: Headers read from one archive (members plus their long-name/pax records): a hostile,
+#: consistent "archive" of 2^50 bytes of empty members would otherwise be scanned for
+#: days; 10 million is far above any real shard (even ImageNet's 1.28M files in one tar).
+MAX_MEMBERS = 10_000_000
 
 
 def _pax_size(pax: dict[str, str], default: int, where: str) -> int:
@@ -266,7 +270,11 @@ def _walk(
     long_name: str | None = None
     pax: dict[str, str] = {}
     member_start = pos
+    headers = 0
     while True:
+        headers += 1
+        if headers > MAX_MEMBERS:
+            raise ManifestError(f"{where}: more than {MAX_MEMBERS} tar headers in one archive")
         block = read_block(BLOCK)
         if not block:
             return

@@ -157,3 +157,36 @@ def test_a_server_side_failure_is_a_5xx_logged_at_warning(store, caplog):
         assert any(rec.levelno == logging.WARNING and "500" in rec.getMessage() for rec in caplog.records)
     finally:
         stop(server)
+
+
+def read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """(status line, body) of one Content-Length response."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+                 .split(b":")[1])
+    while len(body) < length:
+        body += s.recv(4096)
+    return head.split(b"\r\n")[0], body
+
+
+def test_keep_alive_waits_for_the_idle_timeout_then_the_header_deadline_applies(store):
+    server = serving(store, header_timeout=0.5, idle_timeout=1.5)
+    try:
+        s = socket.create_connection(server.server_address[:2])
+        s.settimeout(5)
+        request = f"GET /ipfs/{store.root} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n\r\n".encode()
+        s.sendall(request)
+        assert read_response(s) == (b"HTTP/1.1 206 Partial Content", CONTENT[:4])
+        time.sleep(0.9)  # longer than header_timeout, shorter than idle_timeout: still open
+        s.sendall(request)
+        assert read_response(s) == (b"HTTP/1.1 206 Partial Content", CONTENT[:4])
+        s.sendall(b"GET /ipfs/")  # then stalls: cut at the header deadline, not the idle one
+        t0 = time.monotonic()
+        assert s.recv(4096) == b""
+        assert time.monotonic() - t0 < 1.2
+        s.close()
+    finally:
+        stop(server)

@@ -206,17 +206,31 @@ def serve_forever(
 
 class _DeadlineSocketIO(io.RawIOBase):
     """The reading side of a connection: every ``recv`` waits at most the idle timeout,
-    and, while a deadline is set (the request line and headers), no later than it."""
+    and, while a deadline is set (the request line and headers), no later than it.
+    ``arm_on_first_byte(budget)`` starts such a deadline when the next byte arrives (a
+    kept-alive connection may wait for its next request for the idle timeout)."""
 
     def __init__(self, sock: socket.socket, idle: float) -> None:
         super().__init__()
         self.sock, self.idle = sock, idle
         self.deadline: float | None = None
+        self._budget: float | None = None
 
     def readable(self) -> bool:
         return True
 
+    def arm_on_first_byte(self, budget: float) -> None:
+        self.deadline, self._budget = None, budget
+
     def readinto(self, buffer) -> int:
+        if self._budget is not None:
+            self.sock.settimeout(self.idle)
+            try:
+                n = self.sock.recv_into(buffer)
+            finally:
+                self.sock.settimeout(self.idle)
+            self.deadline, self._budget = time.monotonic() + self._budget, None
+            return n
         timeout = self.idle
         if self.deadline is not None:
             timeout = min(timeout, self.deadline - time.monotonic())
@@ -298,12 +312,19 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.idle_timeout)  # writes too: a client must read
         self._reader = _DeadlineSocketIO(self.connection, self.server.idle_timeout)
+        self._requests = 0
         self.rfile = io.BufferedReader(self._reader, 64 * 1024)
 
     def handle_one_request(self) -> None:
-        # The request line and headers (and the wait for them on a kept-alive connection)
-        # must arrive within header_timeout; _serve lifts the deadline once they have.
-        self._reader.deadline = time.monotonic() + self.server.header_timeout
+        # A request line and its headers must arrive within header_timeout: counted from
+        # the accept for a connection's first request, from the first byte for the next
+        # ones (a kept-alive connection may sit idle for idle_timeout in between). _serve
+        # lifts the deadline once they are in.
+        if self._requests == 0:
+            self._reader.deadline = time.monotonic() + self.server.header_timeout
+        else:
+            self._reader.arm_on_first_byte(self.server.header_timeout)
+        self._requests += 1
         self._headers_sent = False
         super().handle_one_request()
 

@@ -39,7 +39,7 @@ def stop(server):
 
 
 def test_many_silent_connections_are_bounded_and_dropped(store):
-    server = serving(store, max_connections=8, header_timeout=0.5, idle_timeout=5)
+    server = serving(store, max_connections=8, header_timeout=2, idle_timeout=10)
     base = threading.active_count()
     host, port = server.server_address[:2]
     socks = []
@@ -53,7 +53,7 @@ def test_many_silent_connections_are_bounded_and_dropped(store):
         assert server.active_connections <= 8
         busy = 0
         for s in socks:
-            s.settimeout(3)
+            s.settimeout(6)
             reply = s.recv(4096)
             if reply.startswith(b"HTTP/1.1 503"):
                 assert b"Retry-After: 1\r\n" in reply
@@ -61,7 +61,7 @@ def test_many_silent_connections_are_bounded_and_dropped(store):
             else:
                 assert reply == b""  # closed by the header timeout, nothing sent
         assert busy >= 32
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 6
         while server.active_connections and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.active_connections == 0
@@ -173,7 +173,7 @@ def read_response(s: socket.socket) -> tuple[bytes, bytes]:
 
 
 def test_keep_alive_waits_for_the_idle_timeout_then_the_header_deadline_applies(store):
-    server = serving(store, header_timeout=0.5, idle_timeout=1.5)
+    server = serving(store, header_timeout=0.5, idle_timeout=3)
     try:
         s = socket.create_connection(server.server_address[:2])
         s.settimeout(5)
@@ -186,7 +186,7 @@ def test_keep_alive_waits_for_the_idle_timeout_then_the_header_deadline_applies(
         s.sendall(b"GET /ipfs/")  # then stalls: cut at the header deadline, not the idle one
         t0 = time.monotonic()
         assert s.recv(4096) == b""
-        assert time.monotonic() - t0 < 1.2
+        assert time.monotonic() - t0 < 2.5  # 0.5 s plus slack for a loaded machine; idle is 3 s
         s.close()
     finally:
         stop(server)

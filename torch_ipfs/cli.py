@@ -251,7 +251,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     target = Path(args.output or parse_name(args.address))
     bar = _reading_with_bar(client, args.address, not args.quiet, "get")
     try:
-        client.get(args.address, target)
+        client.get(args.address, target, symlinks=args.symlinks)
     finally:
         _done(bar)
     print(f"Saving file(s) to {target}")
@@ -427,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("-o", "--output", help="where to write (default: the last path segment, or the CID)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--symlinks", action="store_true", help="write symlink entries as links (refused otherwise)"
+    )
     p.set_defaults(func=cmd_get)
 
     dag = sub.add_parser("dag", help="CAR import/export").add_subparsers(dest="dag_command", required=True)

@@ -7,6 +7,9 @@
 ``TORCH_IPFS_GATEWAYS``    comma-separated trustless gateway base URLs; unset = none
 ``TORCH_IPFS_CACHE_BYTES`` size limit of the disk cache in front of remote sources
                            (``10737418240``, ``10G``, ``512MiB``; default 10 GiB)
+``TORCH_IPFS_MAX_SAMPLE_BYTES``
+                           the largest sample a dataset reads (sizes as above; default
+                           256 MiB); a larger one is a ``SampleTooLargeError``
 =========================  ===========================================================
 
 Nothing here touches the disk or the network: it only reads the environment.
@@ -14,21 +17,34 @@ Nothing here touches the disk or the network: it only reads the environment.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_CACHE_BYTES", "Settings", "default_home", "parse_size"]
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_MAX_SAMPLE_BYTES",
+    "Settings",
+    "default_home",
+    "max_sample_bytes",
+    "parse_size",
+]
 
 ENV_HOME = "TORCH_IPFS_HOME"
 ENV_API = "TORCH_IPFS_API"
 ENV_GATEWAYS = "TORCH_IPFS_GATEWAYS"
 ENV_CACHE_BYTES = "TORCH_IPFS_CACHE_BYTES"
+ENV_MAX_SAMPLE_BYTES = "TORCH_IPFS_MAX_SAMPLE_BYTES"
 
 #: Default size limit of the disk cache in front of remote sources.
 DEFAULT_CACHE_BYTES = 10 * 1024**3
+
+#: Default per-sample byte limit: far above any real image, clip or text sample (video
+#: datasets raise it), far below what a hostile 2^50-byte "file" would take.
+DEFAULT_MAX_SAMPLE_BYTES = 256 * 1024**2
 
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -76,6 +92,7 @@ class Settings:
     api: str | None = None
     gateways: list[str] = field(default_factory=list)
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,4 +105,26 @@ class Settings:
             cache_bytes = parse_size(raw_cache) if raw_cache else DEFAULT_CACHE_BYTES
         except ValueError as e:
             raise ValueError(f"{ENV_CACHE_BYTES}: {e}") from None
-        return cls(home=default_home(env), api=api, gateways=gateways, cache_bytes=cache_bytes)
+        return cls(
+            home=default_home(env), api=api, gateways=gateways, cache_bytes=cache_bytes,
+            max_sample_bytes=max_sample_bytes(env),
+        )
+
+
+def max_sample_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """The per-sample byte limit: ``$TORCH_IPFS_MAX_SAMPLE_BYTES`` (``256MiB``, ``1G``,
+    a byte count) or :data:`DEFAULT_MAX_SAMPLE_BYTES`. Read on every call, so a change
+    of the variable applies to the next sample."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_MAX_SAMPLE_BYTES, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SAMPLE_BYTES
+    return _parse_limit(raw)
+
+
+@functools.lru_cache(maxsize=8)  # the same few strings, once per sample
+def _parse_limit(raw: str) -> int:
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise ValueError(f"{ENV_MAX_SAMPLE_BYTES}: {e}") from None

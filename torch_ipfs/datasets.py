@@ -40,7 +40,7 @@ from typing import Any
 import torch.utils.data
 
 from torch_ipfs.decoders import Decoder, PickleRefusedError
-from torch_ipfs.errors import IPFSError
+from torch_ipfs.errors import IPFSError, SampleError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema
 from torch_ipfs.formats.detect import IPFSObject, RemoteFileType, open_layout
 from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset
@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 
 _ON_ERROR = ("raise", "warn", "skip")
 _ITEMS = ("samples", "files")
-
-
-class SampleError(IPFSError):
-    """A sample that could not be read or decoded (``.index`` / ``.key`` say which)."""
-
-    def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
-        self.index, self.key = index, key
-        super().__init__(message)
 
 
 def _check_option(name: str, value: str, valid: Sequence[str]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
-from torch_ipfs.formats.manifest import load_json
+from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, load_json
 
 __all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
 
@@ -121,6 +121,11 @@ def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
     return detector.open(kind)
 
 
+def _check_manifest_size(size: int, where: str) -> None:
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: manifest is {size} bytes, over {MAX_MANIFEST_BYTES}")
+
+
 class _Detector:
     def __init__(self, client: ClientHandle, address: IPFSPath) -> None:
         self.client = client
@@ -135,7 +140,9 @@ class _Detector:
         return {e.name: e for e in self.client.get().ls(self.root)}
 
     def _cat(self, ref: IPFSPath) -> bytes:
-        return self.client.get().cat(ref)
+        f = self.client.get().file(ref)
+        _check_manifest_size(f.size, str(ref))  # before a byte of a hostile 2^50-byte "manifest"
+        return f.read_range(0, f.size)
 
     def open(self, layout: str | None) -> Layout:
         is_dir = self._stat_type() == "dir"
@@ -173,6 +180,7 @@ class _Detector:
         if layout == "zip" or (layout is None and head[:4] in (b"PK\x03\x04", b"PK\x05\x06")):
             return self._zips([(name, self.root.cid)])
         if head.lstrip()[:1] == b"{":
+            _check_manifest_size(root_file.size, self.where)
             manifest = root_file.read_range(0, root_file.size)
             return self.from_manifest(load_json(manifest, self.where), self.where, layout)
         raise ManifestError(

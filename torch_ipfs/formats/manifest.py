@@ -30,6 +30,8 @@ def load_json(data: bytes, where: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError as e:  # "[[[[..." nested deeper than the decoder's stack
+        raise ManifestError(f"{where}: JSON nested too deeply") from e
 
 
 def encode_json(value: Any) -> bytes:

@@ -23,7 +23,14 @@ from typing import Any
 from torch_ipfs.cid import CID, IPFSPath
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats import tar
-from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, check_member_name
+from torch_ipfs.formats.base import (
+    ClientHandle,
+    Layout,
+    RawSample,
+    SampleSchema,
+    check_member_name,
+    check_sample_size,
+)
 from torch_ipfs.formats.manifest import encode_json, field, parse_cid
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
 
@@ -276,6 +283,7 @@ class TarShardsLayout(Layout):
         shard, offset = self.locate(index)
         idx = self._index(shard)
         start, length = idx.span(offset, offset + 1)
+        check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[offset]!r}")  # before reading
         data = self._checked_file(shard).read_range(start, length)
         where = self._where(shard)
         if len(data) != length:

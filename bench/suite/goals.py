@@ -108,8 +108,7 @@ def map_block_probe(data: BenchData, samples: int, seed: int = 0) -> dict[str, A
     seen_shards: set[int] = set()
     start = time.perf_counter()
     for index in picks:
-        shard, offset = layout.locate(index)
-        begin, length = layout.shards[shard].index.span(offset, offset + 1)  # type: ignore[union-attr]
+        shard, begin, length = layout.byte_span(index)
         before_blocks, before_bytes = store.blocks, store.bytes
         dataset[index]
         extra = store.blocks - before_blocks - _covering_leaves(begin, begin + length)

@@ -438,6 +438,10 @@ class PackedTarShardsLayout(TarShardsLayout):
         self._table: ShardTable | None = None
         self._indexes: OrderedDict[int, PackedIndex] = OrderedDict()
         self._sizes = None
+        #: ``(first_shard, num_shards, weight)`` per stream of a mixed root, else None
+        self.streams: list[tuple[int, int, float]] | None = None
+        #: samples one epoch of a mixed root draws (None: the streams' total)
+        self.epoch_samples: int | None = None
         _ = self.table  # check it now: a bad table fails at open, not at the first read
 
     @classmethod
@@ -450,8 +454,12 @@ class PackedTarShardsLayout(TarShardsLayout):
         cid = parse_cid(field(table, "cid", str, at), f"{at}.cid")
         size = field(table, "bytes", int, at)
         sha = _parse_sha256(field(table, "sha256", str, at), f"{at}.sha256")
-        return cls(client, where, root, (cid, size, sha), total, schema_from_manifest(manifest, where),
-                   _meta(manifest))  # fmt: skip
+        layout = cls(client, where, root, (cid, size, sha), total, schema_from_manifest(manifest, where),
+                     _meta(manifest))  # fmt: skip
+        mix = field(manifest, "mix", dict, where, required=False)
+        if mix is not None:
+            layout.streams, layout.epoch_samples = _parse_mix(mix, len(layout.table), f"{where}: mix")
+        return layout
 
     # -- the two binary files -------------------------------------------------------------
 
@@ -554,6 +562,23 @@ class PackedTarShardsLayout(TarShardsLayout):
         state["_table"] = None  # mapped again (from the local copy) in the receiving process
         state["_indexes"] = OrderedDict()
         return state
+
+
+def _parse_mix(mix: dict[str, Any], shards: int, where: str) -> tuple[list[tuple[int, int, float]], int | None]:
+    entries = field(mix, "streams", list, where)
+    epoch_samples = field(mix, "epoch_samples", int, where, required=False)
+    streams, first = [], 0
+    for i, entry in enumerate(entries):
+        at = f"{where}.streams[{i}]"
+        count = field(entry, "shards", int, at)
+        weight = field(entry, "weight", (int, float), at)
+        if isinstance(weight, bool) or not 0 < weight < float("inf"):
+            raise ManifestError(f"{at}: weight must be a positive number, got {weight!r}")
+        streams.append((first, count, float(weight)))
+        first += count
+    if not streams or first != shards:
+        raise ManifestError(f"{where}: the streams cover {first} shards, the shard table has {shards}")
+    return streams, epoch_samples
 
 
 def _parse_sha256(value: str, where: str) -> bytes:

@@ -210,7 +210,9 @@ def concat(
             continue
         for label, n in source.class_counts.items():
             counts[label] = counts.get(label, 0) + int(n)
-    return composer.write(np.concatenate(pieces), name=name, description=description, class_counts=counts or None)
+    return composer.write(
+        np.concatenate(pieces), name=name, description=description, class_counts=counts or None
+    )
 
 
 def _runs(indices_or_ranges: Any, n: int) -> Any:
@@ -238,7 +240,7 @@ def _runs(indices_or_ranges: Any, n: int) -> Any:
                 flush()
                 if len(item):
                     if item.start < 0 or item.stop > n:
-                        raise IndexError(f"subset: {item} is out of range for {n} samples")
+                        raise ValueError(f"subset: {item} is out of range for {n} samples")
                     runs.append(np.array([[item.start, item.stop]], dtype=np.int64))
                 continue
             item = list(item)
@@ -252,7 +254,7 @@ def _runs(indices_or_ranges: Any, n: int) -> Any:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"subset takes integer indices and ranges, got {v!r}")
             if not 0 <= int(v) < n:
-                raise IndexError(f"subset: index {int(v)} is out of range for {n} samples")
+                raise ValueError(f"subset: index {int(v)} is out of range for {n} samples")
             singles.append(int(v))
     flush()
     return np.concatenate(runs) if runs else np.zeros((0, 2), dtype=np.int64)

@@ -329,7 +329,9 @@ def _quotas(weights: Sequence[float], total: int) -> list[int]:
     return quotas
 
 
-def mix_epoch_order(sizes: Sequence[int], mix: StreamMix, *, seed: int = 0, epoch: int = 0) -> list[SampleSpan]:
+def mix_epoch_order(
+    sizes: Sequence[int], mix: StreamMix, *, seed: int = 0, epoch: int = 0
+) -> list[SampleSpan]:
     """The samples epoch ``epoch`` draws from weighted streams, as spans in stream order.
 
     Stream ``s`` (``n_s`` samples, weight ``w_s``) gets a quota ``k_s`` of the epoch's

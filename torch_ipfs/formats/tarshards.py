@@ -564,7 +564,9 @@ class PackedTarShardsLayout(TarShardsLayout):
         return state
 
 
-def _parse_mix(mix: dict[str, Any], shards: int, where: str) -> tuple[list[tuple[int, int, float]], int | None]:
+def _parse_mix(
+    mix: dict[str, Any], shards: int, where: str
+) -> tuple[list[tuple[int, int, float]], int | None]:
     entries = field(mix, "streams", list, where)
     epoch_samples = field(mix, "epoch_samples", int, where, required=False)
     streams, first = [], 0

@@ -468,3 +468,30 @@ def test_mixed_root_streams_by_weight(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     ranked = IPFSIterableDataset(cid, client=client, seed=4)
     assert len(list(ranked)) == len(ranked) == 10
+
+
+def test_hostile_sizes_are_refused_before_fetching(tmp_path):
+    client = _client(tmp_path)
+    result = _export(client, 20, 10)
+    good = result.manifest
+    huge = {**good, "shard_table": {**good["shard_table"], "bytes": 1 << 40}}
+    cid = _root_with(client, tmp_path, huge, {}, "huge-table")
+    with pytest.raises(ManifestError, match="the table is 1099511627776 bytes, over"):
+        IPFSDataset(f"ipfs://{cid}", client=client)
+    # a table row declaring a 1 TiB index for one shard: refused at that shard's first read
+    table = ShardTable(client.cat(f"{result.cid}/shard-table.bin"), "t")
+    entry = table.file_entry(1)
+    files = [table.file_entry(0), ShardFile(entry.tar_cid, entry.index_cid, entry.tar_bytes, entry.samples,
+                                            1 << 40, entry.index_sha256)]  # fmt: skip
+    data = encode_table(files, [(0, 0, 10), (1, 0, 10)])
+    schema = {"fields": {"npy": "tensor", "cls": "int"}, "structure": "tuple"}
+    manifest = tarshards.build_manifest_v2(client.add(data), data, 20, 2, **schema)
+    ds = IPFSDataset(_root_with(client, tmp_path, manifest, {}, "huge-index"), client=client)
+    assert ds[0][0].tolist() == [0]
+    with pytest.raises(ManifestError, match="the index is 1099511627776 bytes, over"):
+        ds[10]
+    # a file declaring 2**40 samples (sums over pieces could overflow): refused at open
+    wide = bytearray(data)
+    wide[32 + 8 : 32 + 16] = (1 << 40).to_bytes(8, "little")
+    with pytest.raises(ManifestError, match="file 0 declares 1099511627776 samples"):
+        ShardTable(bytes(wide), "t")

@@ -45,6 +45,8 @@ PIECE_DTYPE = np.dtype([("file", "<u4"), ("reserved", "<u4"), ("start", "<u8"), 
 HEADER_BYTES = _HEADER.itemsize  # 32
 #: More files or pieces than this are refused before anything is allocated.
 MAX_ENTRIES = 1 << 31
+#: A file of more samples than this is refused (as a shard index is), so sums cannot overflow.
+MAX_FILE_SAMPLES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,10 @@ class ShardTable:
             )
 
     def _check_pieces(self) -> None:
+        bad = np.nonzero(self.files["samples"] >= MAX_FILE_SAMPLES)[0]
+        if len(bad):
+            f = int(bad[0])
+            raise ManifestError(f"{self.where}: file {f} declares {int(self.files['samples'][f])} samples")
         if not len(self.pieces):
             return
         bad = np.nonzero(self.pieces["file"] >= len(self.files))[0]

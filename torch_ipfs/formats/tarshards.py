@@ -35,7 +35,7 @@ from torch_ipfs.cid import CID, IPFSPath
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats import tar
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, check_member_name
-from torch_ipfs.formats.manifest import encode_json, field, parse_cid
+from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, encode_json, field, parse_cid
 from torch_ipfs.formats.shardindex import MappedFiles, PackedIndex
 from torch_ipfs.formats.shardtable import ShardTable
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
@@ -453,6 +453,8 @@ class PackedTarShardsLayout(TarShardsLayout):
         at = f"{where}: shard_table"
         cid = parse_cid(field(table, "cid", str, at), f"{at}.cid")
         size = field(table, "bytes", int, at)
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{at}: the table is {size} bytes, over {MAX_MANIFEST_BYTES}")
         sha = _parse_sha256(field(table, "sha256", str, at), f"{at}.sha256")
         layout = cls(client, where, root, (cid, size, sha), total, schema_from_manifest(manifest, where),
                      _meta(manifest))  # fmt: skip
@@ -497,6 +499,8 @@ class PackedTarShardsLayout(TarShardsLayout):
             return idx
         entry = self.table.file_entry(file)
         where = f"{self.where}: index {entry.index_cid} of shard {entry.tar_cid}"
+        if entry.index_bytes > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{where}: the index is {entry.index_bytes} bytes, over {MAX_MANIFEST_BYTES}")
         data = self._mapped().get(
             str(entry.index_cid),
             entry.index_bytes,

@@ -342,6 +342,15 @@ class TarShardsLayout(Layout):
             self._sizes = [len(self._index(i)) for i in range(len(self.shards))]
         return self._sizes
 
+    def shard_ref(self, i: int) -> IPFSPath:
+        """Where shard ``i``'s tar file is."""
+        return self._ref(i)
+
+    def sample_key(self, index: int) -> str:
+        """The tar key of sample ``index`` (reads its shard's index, not the shard)."""
+        shard, offset = self.locate(index)
+        return str(self._index(shard).keys[self._first(shard) + offset])
+
     def byte_span(self, index: int) -> tuple[int, int, int]:
         """``(shard, offset, length)``: where sample ``index``'s bytes are in its tar."""
         shard, offset = self.locate(index)

@@ -5,8 +5,9 @@
 - :mod:`.detect`: :func:`open_layout` (detection), :class:`IPFSObject`, :class:`RemoteFileType`.
 - :mod:`.tar` (tar reading/writing) and :mod:`.tarshards` (the sharded-tar layout the
   exporter writes), with the binary files of its manifest v2: :mod:`.shardtable` (which
-  runs of which shards) and :mod:`.shardindex` (one shard's offsets and keys); :mod:`.ziparchive`, :mod:`.folder`, :mod:`.plain`, :mod:`.cidlist`,
-  :mod:`.embedded`, :mod:`.multimodal`, :mod:`.shardedjson`; :mod:`.manifest` (JSON checks).
+  runs of which shards) and :mod:`.shardindex` (one shard's offsets and keys).
+- :mod:`.ziparchive`, :mod:`.folder`, :mod:`.plain`, :mod:`.cidlist`, :mod:`.embedded`,
+  :mod:`.multimodal`, :mod:`.shardedjson`; :mod:`.manifest` (JSON checks).
 
 Exact manifest schemas: ``docs/layouts.md``.
 """

@@ -213,6 +213,33 @@ def probe_rank(home: str, cid: str, rank: int, world: int, epoch: int) -> dict[s
             "indexes_loaded": len(ds.layout.loaded_indexes())}  # fmt: skip
 
 
+def probe_iter_workers(home: str, cid: str, world: int) -> dict[str, object]:
+    """RSS of each of 2 DataLoader workers of rank 0 streaming ``IPFSIterableDataset``
+    (shuffled: each worker plans its rank's epoch from the shard table)."""
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = "0", str(world)
+    from torch_ipfs.datasets import IPFSIterableDataset
+
+    class Probe(IPFSIterableDataset):
+        def read_span(self, span):
+            for sample in super().read_span(span):
+                yield sample, os.getpid(), rss_bytes()
+
+    _drop_local_copies(home)
+    client = _client(home)
+    start = time.perf_counter()
+    ds = Probe(cid, client=client, shuffle=True, seed=0)
+    ds.set_epoch(3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    workers: dict[int, int] = {}
+    first_s = None
+    for count, (_, pid, rss) in enumerate(loader):
+        first_s = first_s if first_s is not None else time.perf_counter() - start
+        workers[int(pid)] = max(workers.get(int(pid), 0), int(rss))
+        if count >= 200 and len(workers) == 2:
+            break
+    return {"worker_rss_mb": sorted(v / 2**20 for v in workers.values()), "first_sample_s": first_s}
+
+
 def exactly_once(sizes: list[int], world: int, epochs: list[int]) -> dict[str, object]:
     from torch_ipfs.sharding import plan_rank
 
@@ -261,13 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", help="store directory (default: a temporary one, removed after)")
     parser.add_argument("--copies", type=int, default=100_000, help="exports concatenated (default 100,000)")
     parser.add_argument("--ranks", type=int, default=8)
-    parser.add_argument("--probe", choices=("map", "rank"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", choices=("map", "rank", "iter"), help=argparse.SUPPRESS)
     parser.add_argument("--cid", help=argparse.SUPPRESS)
     parser.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe == "map":
         print(json.dumps(probe_map(args.home, args.cid)))
+        return 0
+    if args.probe == "iter":
+        print(json.dumps(probe_iter_workers(args.home, args.cid, args.ranks)))
         return 0
     if args.probe == "rank":
         print(json.dumps(probe_rank(args.home, args.cid, args.rank, args.ranks, args.epoch)))
@@ -285,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                         "--ranks", str(args.ranks), "--epoch", "3"])  # fmt: skip
             for r in range(args.ranks)
         ]
+        streams = {
+            name: _run_probe(["--probe", "iter", "--home", home, "--cid", built[name], "--ranks",
+                              str(args.ranks)])  # fmt: skip
+            for name in ("baseline", "million", "billion")
+        }
         once = exactly_once([PER_EXPORT] * args.copies, args.ranks, [0, 1, 7])
     finally:
         if not args.home:
@@ -319,6 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in ranks:
         print(f"| {r['rank']} | {r['first_sample_s']:.2f} s | {r['rank_samples']:,} | {r['indexes_loaded']} "
               f"| {r['correct']} |")  # fmt: skip
+    base_stream = max(streams["baseline"]["worker_rss_mb"])  # type: ignore[arg-type]
+    print(f"\n| iterable, rank 0 of {args.ranks}, 2 workers, shuffled | first sample "
+          "| worker RSS (vs 2,000) |")  # fmt: skip
+    print("|---|---:|---:|")
+    for name, row in streams.items():
+        worker = max(row["worker_rss_mb"])  # type: ignore[arg-type]
+        extra = worker - base_stream
+        print(f"| {labels[name]} | {row['first_sample_s']:.2f} s | {worker:.0f} MB ({extra:+.1f}) |")
     print("\n| epoch | equal counts per rank | every sample exactly once | planning all ranks |")
     print("|---|---|---|---:|")
     for e in once["epochs"]:  # type: ignore[union-attr]
@@ -335,9 +378,13 @@ def main(argv: list[str] | None = None) -> int:
          all(r["first_sample_s"] < 2 and r["correct"] for r in ranks)),  # type: ignore[operator]  # fmt: skip
         ("1e9: exactly once, equal counts (sampled epochs)",
          all(e["exactly_once"] and e["equal_counts"] for e in once["epochs"])),  # type: ignore[union-attr,index]  # fmt: skip
+        ("1e9: each iterable worker within 64 MB of the 2,000-sample one",
+         max(streams["billion"]["worker_rss_mb"]) - base_stream < 64),  # type: ignore[arg-type]  # fmt: skip
         ("1e6: RSS added by open < 8 MB", m["open_rss_mb"] < 8),  # type: ignore[operator]
         ("1e6: each worker within 10 MB of the 2,000-sample worker",
          max(m["worker_rss_mb"]) - base_worker < 10),  # type: ignore[arg-type]  # fmt: skip
+        ("1e6: each iterable worker within 10 MB of the 2,000-sample one",
+         max(streams["million"]["worker_rss_mb"]) - base_stream < 10),  # type: ignore[arg-type]  # fmt: skip
     ]
     print("\n| goal | met |\n|---|---|")
     for text, met in goals:

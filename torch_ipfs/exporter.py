@@ -17,8 +17,9 @@ How it stays reproducible and bounded:
   and the same root CID on every run and every machine (with the same zlib/libjpeg).
 - One shard at a time: samples stream into a spooled temporary file (in memory up to
   ``_SPOOL_BYTES``, then on disk), which is chunked into the store as soon as the shard
-  is complete. Only the shards' CIDs and their small indexes stay in memory; the final
-  directory links the stored shards by CID, so nothing is read or written twice.
+  is complete, and its index file right after it. Only the shards' CIDs and counts stay in
+  memory (manifest v2; v1 keeps every shard's index for its JSON); the final directory
+  links the stored shards and indexes by CID, so nothing is read or written twice.
 - The DAG is built with Kubo's ``ipfs add`` defaults (:class:`ImportOptions`), so
   ``ipfs add -r`` of the exported folder on disk gives the same root CID.
 
@@ -36,7 +37,7 @@ import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,9 +258,10 @@ def _write_dag(
                 added = import_file(spool, store, import_options, name=shard_name)  # type: ignore[arg-type]
             built = Built(added.cid, added.size, added.filesize)
             shards.append((shard_name, built))
-            shard_infos.append(
-                {"name": shard_name, "cid": added.cid, "bytes": added.filesize, "index": index}
-            )
+            info = {"name": shard_name, "cid": added.cid, "bytes": added.filesize, "samples": len(index)}
+            if manifest_version == 1:  # v2 keeps no per-sample index in memory: it is stored
+                info["index"] = index
+            shard_infos.append(info)
             if manifest_version == 2:
                 index_bytes = encode_index(index.keys, index.offsets)
                 index_added = import_bytes(index_bytes, store, import_options)
@@ -303,7 +305,7 @@ def _write_dag(
         cid=root.cid,
         total_samples=planner.next_index,
         shard_cids=[b.cid for _, b in shards],
-        shard_samples=[len(_index_entries(info["index"])) for info in shard_infos],
+        shard_samples=[info["samples"] for info in shard_infos],
         shard_bytes=[info["bytes"] for info in shard_infos],
         manifest=manifest,
     )
@@ -316,11 +318,6 @@ def _built(added: Any) -> Built:
 def index_name(index: int) -> str:
     """File name of shard ``index``'s index file: ``shard-000000.idx``."""
     return f"shard-{index:06d}.idx"
-
-
-def _index_entries(index: Any) -> Sequence[Any]:
-    samples = getattr(index, "samples", index)
-    return samples if isinstance(samples, Sequence) else list(samples)
 
 
 def _class_names(dataset: Any) -> list[str] | None:

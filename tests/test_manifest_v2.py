@@ -5,7 +5,9 @@ from shard sizes alone, and loud errors for corrupt or inconsistent files."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -390,6 +392,31 @@ def test_compose_refuses_roots_it_cannot_compose(tmp_path):
         torch_ipfs.concat(str(a.cid), client=client)
     with pytest.raises(ValueError, match="2 roots but 1 weights"):
         torch_ipfs.mix([a.cid, a.cid], [1], client=client)
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    with tarfile.open(folder / "part-0.tar", "w") as t:
+        info = tarfile.TarInfo("0001.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ManifestError, match="composing needs torch_ipfs.tarshards datasets"):
+        torch_ipfs.concat([a.cid, client.add(folder)], client=client)
+
+
+def test_concat_of_a_v1_root_whose_shards_are_named_by_path(tmp_path):
+    """A v1 manifest without shard CIDs (shards resolved under the root): concat writes
+    each shard's index file once and links it under index/."""
+    client = _client(tmp_path)
+    v1 = _export(client, 12, 5, offset=7, manifest_version=1)
+    manifest = json.loads(client.cat(f"{v1.cid}/manifest.json"))
+    for entry in manifest["shards"]:
+        del entry["cid"]
+    folder = tmp_path / "by-path"
+    client.get(v1.cid, folder)
+    (folder / "manifest.json").write_bytes(tarshards.encode_manifest(manifest))
+    root = client.add(folder)
+    cid = torch_ipfs.concat([root, root], client=client)
+    assert _ids(IPFSDataset(cid, client=client)) == list(range(7, 19)) * 2
+    assert len(client.ls(f"{cid}/index")) == 3
 
 
 def test_cli_concat_and_subset_print_the_apis_cids(tmp_path, monkeypatch, capsys):

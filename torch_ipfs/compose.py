@@ -28,6 +28,7 @@ import numpy as np
 
 from torch_ipfs.cid import CID, parse_address
 from torch_ipfs.errors import ManifestError
+from torch_ipfs.exporter import directory_node
 from torch_ipfs.formats import tarshards
 from torch_ipfs.formats.base import ClientHandle
 from torch_ipfs.formats.detect import MANIFEST, open_layout
@@ -98,7 +99,9 @@ def _read_source(root: Any, client: Any, store: Any, options: ImportOptions) -> 
 
 
 class _Composer:
-    """Collects files (each distinct one once) and pieces, then writes the new root."""
+    """Collects files (each distinct one once) and pieces, then writes the new root.
+    Used as a context manager: a concurrent ``repo gc`` is held off from the first index
+    file written (for a v1 input) until the new root is pinned."""
 
     def __init__(self, client: Any, op: str) -> None:
         from torch_ipfs.client import default_client
@@ -111,6 +114,14 @@ class _Composer:
         self._by_cid: dict[CID, _Source] = {}
         self.files: list[ShardFile] = []
         self._file_ids: dict[tuple[CID, CID], int] = {}
+
+    def __enter__(self) -> _Composer:
+        self._writing = self.store.writer()
+        self._writing.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._writing.__exit__(*exc)
 
     def source(self, root: Any) -> _Source:
         cid = self.client.resolve(parse_address(root))
@@ -147,7 +158,7 @@ class _Composer:
         total = int(pieces["count"].astype(np.int64).sum())
         table = encode_table(self.files, pieces)
         writer = self.options.writer(self.store)
-        with self.store.writer():  # holds off a concurrent gc until the root is pinned
+        with self.store.writer():  # (re-entrant) holds off a concurrent gc until the root is pinned
             table_added = import_bytes(table, self.store, self.options)
             schema = self.sources[0].schema
             manifest = tarshards.build_manifest_v2(
@@ -159,14 +170,17 @@ class _Composer:
                 manifest.update(extra)
             manifest_added = import_bytes(tarshards.encode_manifest(manifest), self.store, self.options)
             parts = [(f"{i:06d}", self._built(s.cid)) for i, s in enumerate(self.sources)]
+            # many distinct inputs make a big directory: HAMT-sharded past Kubo's threshold
             new_indexes = dict(entry for s in self.sources for entry in s.new_indexes)
             entries = [
                 (MANIFEST, Built(manifest_added.cid, manifest_added.size, manifest_added.filesize)),
                 (tarshards.TABLE_NAME, Built(table_added.cid, table_added.size, table_added.filesize)),
-                (PARTS_DIR, writer.directory(parts)),
+                (PARTS_DIR, directory_node(writer, self.options, parts)),
             ]
             if new_indexes:
-                entries.append((tarshards.INDEX_DIR, writer.directory(sorted(new_indexes.items()))))
+                entries.append(
+                    (tarshards.INDEX_DIR, directory_node(writer, self.options, sorted(new_indexes.items())))
+                )
             root = writer.directory(sorted(entries))
             self.store.pin(root.cid, check=False)
         return root.cid
@@ -200,19 +214,19 @@ def concat(
     times costs a few MB. Roots may repeat. ``class_counts`` are summed when every root
     has them.
     """
-    composer = _Composer(client, "concat")
-    pieces = [composer.source(r).pieces for r in _roots(roots, "concat")]
-    counts: dict[str, int] | None = {}
-    for root in _roots(roots, "concat"):
-        source = composer.source(root)
-        if counts is None or source.class_counts is None:
-            counts = None
-            continue
-        for label, n in source.class_counts.items():
-            counts[label] = counts.get(label, 0) + int(n)
-    return composer.write(
-        np.concatenate(pieces), name=name, description=description, class_counts=counts or None
-    )
+    with _Composer(client, "concat") as composer:
+        pieces = [composer.source(r).pieces for r in _roots(roots, "concat")]
+        counts: dict[str, int] | None = {}
+        for root in _roots(roots, "concat"):
+            source = composer.source(root)
+            if counts is None or source.class_counts is None:
+                counts = None
+                continue
+            for label, n in source.class_counts.items():
+                counts[label] = counts.get(label, 0) + int(n)
+        return composer.write(
+            np.concatenate(pieces), name=name, description=description, class_counts=counts or None
+        )
 
 
 def _runs(indices_or_ranges: Any, n: int) -> Any:
@@ -276,8 +290,12 @@ def subset(
     selection of ranges costs a table row per range and shard it touches; scattered
     indices cost a row each (24 bytes).
     """
-    composer = _Composer(client, "subset")
-    source = composer.source(root)
+    with _Composer(client, "subset") as composer:
+        return _subset(composer, composer.source(root), indices_or_ranges, name, description)
+
+
+def _subset(composer: _Composer, source: _Source, indices_or_ranges: Any, name: str | None,
+            description: str | None) -> CID:  # fmt: skip
     pieces = source.pieces
     counts = pieces["count"].astype(np.int64)
     ends = np.cumsum(counts)
@@ -334,11 +352,11 @@ def mix(
     if epoch_samples is not None and (isinstance(epoch_samples, bool) or not isinstance(epoch_samples, int)
                                       or epoch_samples < 1):  # fmt: skip
         raise ValueError(f"mix: epoch_samples must be a positive integer, got {epoch_samples!r}")
-    composer = _Composer(client, "mix")
-    pieces = [composer.source(r).pieces for r in roots]
-    streams = [{"shards": len(p), "weight": float(w)} for p, w in zip(pieces, weights)]
-    extra: dict[str, Any] = {"mix": {"streams": streams}}
-    if epoch_samples is not None:
-        extra["mix"]["epoch_samples"] = epoch_samples
-    return composer.write(np.concatenate(pieces), name=name, description=description, class_counts=None,
-                          extra=extra)  # fmt: skip
+    with _Composer(client, "mix") as composer:
+        pieces = [composer.source(r).pieces for r in roots]
+        streams = [{"shards": len(p), "weight": float(w)} for p, w in zip(pieces, weights)]
+        extra: dict[str, Any] = {"mix": {"streams": streams}}
+        if epoch_samples is not None:
+            extra["mix"]["epoch_samples"] = epoch_samples
+        return composer.write(np.concatenate(pieces), name=name, description=description, class_counts=None,
+                              extra=extra)  # fmt: skip

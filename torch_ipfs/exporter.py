@@ -211,7 +211,7 @@ def sample_key(index: int) -> str:
 # -- the DAG -----------------------------------------------------------------------------
 
 
-def _directory(writer: DagWriter, options: ImportOptions, children: list[tuple[str, Built]]) -> Built:
+def directory_node(writer: DagWriter, options: ImportOptions, children: list[tuple[str, Built]]) -> Built:
     """A directory over already-stored children: plain, or HAMT-sharded past Kubo's threshold
     (the same rule as the importer, so the root equals ``ipfs add -r`` of the folder)."""
     estimate = sum(len(os.fsencode(name)) + len(child.cid.to_bytes()) for name, child in children)
@@ -292,15 +292,18 @@ def _write_dag(
                 table_added.cid, table, planner.next_index, len(files), **described
             )
             entries += [
-                (tarshards.INDEX_DIR, _directory(writer, import_options, indexes)),
+                (tarshards.INDEX_DIR, directory_node(writer, import_options, indexes)),
                 (tarshards.TABLE_NAME, _built(table_added)),
             ]
         else:
             manifest = tarshards.build_manifest(shard_infos, **described)
         manifest_bytes = tarshards.encode_manifest(manifest)
     manifest_added = import_bytes(manifest_bytes, store, import_options, name=MANIFEST)
-    entries += [(MANIFEST, _built(manifest_added)), (SHARDS_DIR, _directory(writer, import_options, shards))]
-    root = _directory(writer, import_options, sorted(entries))
+    entries += [
+        (MANIFEST, _built(manifest_added)),
+        (SHARDS_DIR, directory_node(writer, import_options, shards)),
+    ]
+    root = directory_node(writer, import_options, sorted(entries))
     return ExportResult(
         cid=root.cid,
         total_samples=planner.next_index,

@@ -15,6 +15,11 @@ so readers stream contiguous byte ranges. The guarantees (see ``docs/ddp.md``):
 - **Resumable**: :class:`SplitIterator` records how many samples this worker has
   yielded; a resumed pass starts exactly after them by moving span starts (no reading).
 
+- **From the sizes alone**: a plan needs only the per-shard sample counts, and each rank
+  computes only its own (:func:`plan_rank`), so it reads nothing of other ranks' shards.
+- **Mixing**: with a :class:`StreamMix` an epoch's samples are weighted draws from streams
+  of shards (:func:`mix_epoch_order`), split over ranks and workers by the same rules.
+
 Typical use is to subclass :class:`ShardedIterableDataset` (implement ``shard_sizes()``
 and ``read_span(span)``); :class:`SplitIterator` is the same machinery for datasets
 that need their own ``__iter__``.

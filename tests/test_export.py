@@ -207,7 +207,8 @@ def test_layout_and_manifest():
     )
     assert result.total_samples == 40 and result.shard_samples == [16, 16, 8]
     root = {e.name: e for e in ls(store, result.cid)}
-    assert set(root) == {"manifest.json", "shards"}
+    assert set(root) == {"manifest.json", "shard-table.bin", "index", "shards"}
+    assert [e.name for e in ls(store, root["index"].cid)] == [f"shard-00000{i}.idx" for i in range(3)]
     shards = [e.name for e in ls(store, root["shards"].cid)]
     assert shards == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     members = _tar_members(store, result.shard_cids[2])

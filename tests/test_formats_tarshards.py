@@ -209,7 +209,7 @@ def test_malformed_manifests(tmp_path):
     write_dataset(tmp_path / "ok", [2])
     good = json.loads((tmp_path / "ok" / "manifest.json").read_bytes())
     broken = {
-        "version 2": {**good, "version": 2},
+        "version 3": {**good, "version": 3},
         "missing field 'shards'": {k: v for k, v in good.items() if k != "shards"},
         "need 3 offsets": {**good, "shards": [{**good["shards"][0], "offsets": [0]}]},
         "total_samples 9": {**good, "total_samples": 9},

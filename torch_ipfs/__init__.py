@@ -47,8 +47,11 @@ _EXPORTS: dict[str, str] = {
     "RemoteFileType": "torch_ipfs.datasets",
     "ShuffleDataset": "torch_ipfs.shuffle",
     "ShardedIterableDataset": "torch_ipfs.sharding",
-    # exporter
+    # exporter, and datasets composed by CID
     "export": "torch_ipfs.exporter",
+    "concat": "torch_ipfs.compose",
+    "subset": "torch_ipfs.compose",
+    "mix": "torch_ipfs.compose",
     "import_from_ipfs": "torch_ipfs.exporter",
     "IPFSDatasetExporter": "torch_ipfs.exporter",
     # batch loader, metrics, model registry

@@ -384,6 +384,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- datasets composed by CID (concat, subset, mix) ---------------------------------------
+
+
+def _selection(text: str) -> range | int:
+    """``"5"`` -> 5, ``"10:20"`` -> range(10, 20) (a subset selection item)."""
+    start, colon, stop = text.partition(":")
+    try:
+        return range(int(start), int(stop)) if colon else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX or START:STOP, got {text!r}") from None
+
+
+def cmd_concat(args: argparse.Namespace) -> int:
+    from torch_ipfs.compose import concat
+
+    print(concat(args.roots, name=args.name, description=args.description, client=_client()))
+    return 0
+
+
+def cmd_subset(args: argparse.Namespace) -> int:
+    from torch_ipfs.compose import subset
+
+    print(subset(args.root, args.select, name=args.name, description=args.description, client=_client()))
+    return 0
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    from torch_ipfs.compose import mix
+
+    cid = mix(args.roots, args.weights, epoch_samples=args.epoch_samples, name=args.name,
+              description=args.description, client=_client())  # fmt: skip
+    print(cid)
+    return 0
+
+
+def _add_compose_commands(sub: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name")
+    common.add_argument("--description")
+    p = sub.add_parser("concat", parents=[common],
+                       help="datasets one after another as one (no bytes copied); print its CID")  # fmt: skip
+    p.add_argument("roots", nargs="+", metavar="ROOT")
+    p.set_defaults(func=cmd_concat)
+    p = sub.add_parser("subset", parents=[common],
+                       help="some samples of a dataset (no bytes copied); print its CID")  # fmt: skip
+    p.add_argument("root", metavar="ROOT")
+    p.add_argument("select", nargs="+", type=_selection, metavar="INDEX|START:STOP",
+                   help="sample indices and half-open ranges, in the order wanted")  # fmt: skip
+    p.set_defaults(func=cmd_subset)
+    p = sub.add_parser("mix", parents=[common], help="weighted mix of datasets for streaming; print its CID")
+    p.add_argument("roots", nargs="+", metavar="ROOT")
+    p.add_argument("--weights", nargs="+", type=float, required=True, metavar="W", help="one per root")
+    p.add_argument("--epoch-samples", type=int, default=None, help="samples per epoch (default: all)")
+    p.set_defaults(func=cmd_mix)
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -490,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--kubo", metavar="API", help="send to this Kubo node (dag import + pin)")
     p.add_argument("-Q", "--quiet", action="store_true", help="print only the root CID")
     p.set_defaults(func=cmd_export)
+    _add_compose_commands(sub)
 
     from torch_ipfs.cli_report import add_report_arguments
 

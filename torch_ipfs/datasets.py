@@ -43,7 +43,7 @@ from torch_ipfs.decoders import Decoder, PickleRefusedError
 from torch_ipfs.errors import IPFSError, SampleError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema
 from torch_ipfs.formats.detect import IPFSObject, RemoteFileType, open_layout
-from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset
+from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset, StreamMix
 
 __all__ = ["IPFSDataset", "IPFSIterableDataset", "IPFSObject", "RemoteFileType", "SampleError"]
 
@@ -113,6 +113,11 @@ class _SampleReader:
     @property
     def class_to_idx(self) -> dict[str, int] | None:
         return {c: i for i, c in enumerate(self.classes)} if self.classes is not None else None
+
+    def shard_sizes(self) -> list[int]:
+        """Samples in each shard, in order (for shard-aware samplers). For manifest v2
+        this comes from the shard table alone: no shard's index is fetched."""
+        return self.layout.shard_sizes()
 
     def read_raw(self, index: int) -> RawSample:
         """Sample ``index`` as undecoded fields (reads only its bytes)."""
@@ -315,8 +320,12 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     def drop_last(self) -> bool:
         return self.split.drop_last
 
-    def shard_sizes(self) -> list[int]:
-        return self.layout.shard_sizes()
+    def stream_mix(self) -> StreamMix | None:
+        """The weighted streams of a mixed root (:func:`torch_ipfs.compose.mix`), else None."""
+        streams = getattr(self.layout, "streams", None)
+        if not streams:
+            return None
+        return StreamMix(tuple(streams), getattr(self.layout, "epoch_samples", None))
 
     def prefetch_span(self, span: SampleSpan) -> None:
         """Fetch the next span's blocks into the cache while this one streams (remote

@@ -6,8 +6,9 @@
     ds = torch_ipfs.IPFSDataset(f"ipfs://{cid}")     # the same (image, target) pairs
 
 The root is a UnixFS directory in the sharded-tar layout of
-:mod:`torch_ipfs.formats.tarshards` (``manifest.json`` + ``shards/shard-NNNNNN.tar``),
-each sample a WebDataset-style group of files encoded by :mod:`torch_ipfs.encoders`.
+:mod:`torch_ipfs.formats.tarshards`, manifest v2 (``manifest.json``, ``shard-table.bin``,
+``index/shard-NNNNNN.idx``, ``shards/shard-NNNNNN.tar``), each sample a WebDataset-style
+group of files encoded by :mod:`torch_ipfs.encoders`.
 
 How it stays reproducible and bounded:
 
@@ -16,8 +17,9 @@ How it stays reproducible and bounded:
   and the same root CID on every run and every machine (with the same zlib/libjpeg).
 - One shard at a time: samples stream into a spooled temporary file (in memory up to
   ``_SPOOL_BYTES``, then on disk), which is chunked into the store as soon as the shard
-  is complete. Only the shards' CIDs and their small indexes stay in memory; the final
-  directory links the stored shards by CID, so nothing is read or written twice.
+  is complete, and its index file right after it. Only the shards' CIDs and counts stay in
+  memory (manifest v2; v1 keeps every shard's index for its JSON); the final directory
+  links the stored shards and indexes by CID, so nothing is read or written twice.
 - The DAG is built with Kubo's ``ipfs add`` defaults (:class:`ImportOptions`), so
   ``ipfs add -r`` of the exported folder on disk gives the same root CID.
 
@@ -30,11 +32,12 @@ service or ``ipfs dag import``.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,8 @@ from torch_ipfs.encoders import EncodedSample, EncodeError, EncoderOptions, samp
 from torch_ipfs.errors import IPFSError
 from torch_ipfs.formats import tar, tarshards
 from torch_ipfs.formats.detect import MANIFEST
+from torch_ipfs.formats.shardindex import encode_index
+from torch_ipfs.formats.shardtable import ShardFile, encode_table
 from torch_ipfs.formats.tarshards import SHARDS_DIR
 from torch_ipfs.sources.base import BlockStore
 from torch_ipfs.unixfs import hamt
@@ -206,7 +211,7 @@ def sample_key(index: int) -> str:
 # -- the DAG -----------------------------------------------------------------------------
 
 
-def _directory(writer: DagWriter, options: ImportOptions, children: list[tuple[str, Built]]) -> Built:
+def directory_node(writer: DagWriter, options: ImportOptions, children: list[tuple[str, Built]]) -> Built:
     """A directory over already-stored children: plain, or HAMT-sharded past Kubo's threshold
     (the same rule as the importer, so the root equals ``ipfs add -r`` of the folder)."""
     estimate = sum(len(os.fsencode(name)) + len(child.cid.to_bytes()) for name, child in children)
@@ -233,6 +238,7 @@ def _write_dag(
     description: str | None,
     parent: str | CID | None,
     progress: bool,
+    manifest_version: int = 2,
 ) -> ExportResult:
     writer = import_options.writer(store)
     length = _dataset_length(dataset)
@@ -241,25 +247,33 @@ def _write_dag(
         planner = _ShardPlanner(dataset, encoder, samples_per_shard, shard_bytes, advance)
         shards: list[tuple[str, Built]] = []
         shard_infos: list[dict[str, Any]] = []
+        indexes: list[tuple[str, Built]] = []
+        files: list[ShardFile] = []
         while planner.more() or not shards:
             shard_name = tarshards.shard_name(len(shards))
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
                 members = ((sample_key(i), s.fields) for i, s in planner.shard())
-                index = tarshards.write_tar_shard(members, spool)
+                index = tarshards.write_tar_shard(members, spool)  # type: ignore[arg-type]
                 spool.seek(0)
                 added = import_file(spool, store, import_options, name=shard_name)  # type: ignore[arg-type]
             built = Built(added.cid, added.size, added.filesize)
             shards.append((shard_name, built))
-            shard_infos.append(
-                {"name": shard_name, "cid": added.cid, "bytes": added.filesize, "index": index}
-            )
+            info = {"name": shard_name, "cid": added.cid, "bytes": added.filesize, "samples": len(index)}
+            if manifest_version == 1:  # v2 keeps no per-sample index in memory: it is stored
+                info["index"] = index
+            shard_infos.append(info)
+            if manifest_version == 2:
+                index_bytes = encode_index(index.keys, index.offsets)
+                index_added = import_bytes(index_bytes, store, import_options)
+                indexes.append((index_name(len(indexes)), _built(index_added)))
+                files.append(ShardFile(added.cid, index_added.cid, added.filesize or 0, len(index),
+                                       len(index_bytes), hashlib.sha256(index_bytes).digest()))  # fmt: skip
             log.info("shard %s: %s (%d bytes)", shard_name, added.cid, added.filesize)
             if not planner.more():
                 break
         schema = planner.schema or _FieldSchema({}, "single", {})
         classes = _class_names(dataset)
-        manifest = tarshards.build_manifest(
-            shard_infos,
+        described = dict(
             name=name,
             description=description,
             parent=str(CID.decode(parent)) if isinstance(parent, str) else (str(parent) if parent else None),
@@ -270,30 +284,43 @@ def _write_dag(
             classes=classes,
             class_counts={str(k): v for k, v in sorted(planner.label_values.items())} or None,
         )
+        entries: list[tuple[str, Built]] = []
+        if manifest_version == 2:
+            table = encode_table(files, [(i, 0, f.samples) for i, f in enumerate(files)])
+            table_added = import_bytes(table, store, import_options, name=tarshards.TABLE_NAME)
+            manifest = tarshards.build_manifest_v2(
+                table_added.cid, table, planner.next_index, len(files), **described
+            )
+            entries += [
+                (tarshards.INDEX_DIR, directory_node(writer, import_options, indexes)),
+                (tarshards.TABLE_NAME, _built(table_added)),
+            ]
+        else:
+            manifest = tarshards.build_manifest(shard_infos, **described)
         manifest_bytes = tarshards.encode_manifest(manifest)
     manifest_added = import_bytes(manifest_bytes, store, import_options, name=MANIFEST)
-    shards_dir = _directory(writer, import_options, shards)
-    root = _directory(
-        writer,
-        import_options,
-        [
-            (MANIFEST, Built(manifest_added.cid, manifest_added.size, manifest_added.filesize)),
-            (SHARDS_DIR, shards_dir),
-        ],
-    )
+    entries += [
+        (MANIFEST, _built(manifest_added)),
+        (SHARDS_DIR, directory_node(writer, import_options, shards)),
+    ]
+    root = directory_node(writer, import_options, sorted(entries))
     return ExportResult(
         cid=root.cid,
         total_samples=planner.next_index,
         shard_cids=[b.cid for _, b in shards],
-        shard_samples=[len(_index_entries(info["index"])) for info in shard_infos],
+        shard_samples=[info["samples"] for info in shard_infos],
         shard_bytes=[info["bytes"] for info in shard_infos],
         manifest=manifest,
     )
 
 
-def _index_entries(index: Any) -> Sequence[Any]:
-    samples = getattr(index, "samples", index)
-    return samples if isinstance(samples, Sequence) else list(samples)
+def _built(added: Any) -> Built:
+    return Built(added.cid, added.size, added.filesize)
+
+
+def index_name(index: int) -> str:
+    """File name of shard ``index``'s index file: ``shard-000000.idx``."""
+    return f"shard-{index:06d}.idx"
 
 
 def _class_names(dataset: Any) -> list[str] | None:
@@ -401,9 +428,12 @@ def export_dataset(
     progress: bool = True,
     client: Any = None,
     import_options: ImportOptions | None = None,
+    manifest_version: int = 2,
 ) -> ExportResult:
     """Like :func:`export` (which documents the options), returning an :class:`ExportResult`
     with the per-shard facts."""
+    if manifest_version not in (1, 2):
+        raise ValueError(f"manifest_version must be 1 or 2, got {manifest_version!r}")
     if samples_per_shard is not None and samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     if shard_bytes is not None and shard_bytes < tar.BLOCK * 4:
@@ -423,6 +453,7 @@ def export_dataset(
         description=description,
         parent=parent,
         progress=progress,
+        manifest_version=manifest_version,
     )
     if kind == "blockstore":
         return _write_dag(dataset, target, **build)  # type: ignore[arg-type]
@@ -489,6 +520,9 @@ def export(dataset: Any, **options: Any) -> CID:
         progress: show a tqdm progress bar on stderr.
         client: the client whose store ``"store"`` means (default: from the environment).
         import_options: CID choices (default: Kubo's ``ipfs add`` defaults, CIDv0).
+        manifest_version: ``2`` (default: a binary shard table and one binary index per
+            shard, opened in time and memory proportional to the shards) or ``1`` (every
+            sample's key and offset inline in ``manifest.json``); see docs/layouts.md.
 
     The same dataset with the same options gives the same CID, whatever the destination.
     Raises :class:`~torch_ipfs.encoders.EncodeError` for a sample that cannot be encoded.

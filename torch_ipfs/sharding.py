@@ -15,6 +15,11 @@ so readers stream contiguous byte ranges. The guarantees (see ``docs/ddp.md``):
 - **Resumable**: :class:`SplitIterator` records how many samples this worker has
   yielded; a resumed pass starts exactly after them by moving span starts (no reading).
 
+- **From the sizes alone**: a plan needs only the per-shard sample counts, and each rank
+  computes only its own (:func:`plan_rank`), so it reads nothing of other ranks' shards.
+- **Mixing**: with a :class:`StreamMix` an epoch's samples are weighted draws from streams
+  of shards (:func:`mix_epoch_order`), split over ranks and workers by the same rules.
+
 Typical use is to subclass :class:`ShardedIterableDataset` (implement ``shard_sizes()``
 and ``read_span(span)``); :class:`SplitIterator` is the same machinery for datasets
 that need their own ``__iter__``.
@@ -41,8 +46,11 @@ __all__ = [
     "ShardedIterableDataset",
     "SplitIterator",
     "distributed_context",
+    "StreamMix",
     "epoch_seed",
+    "mix_epoch_order",
     "plan_epoch",
+    "plan_rank",
     "rank_sample_count",
     "split_for_worker",
     "worker_context",
@@ -54,7 +62,7 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleSpan:
     """Samples ``[start, stop)`` of the shard at index ``shard``."""
 
@@ -172,13 +180,18 @@ def _epoch_order(sizes: list[int], seed: int, epoch: int, shuffle: bool) -> list
     spans = [SampleSpan(i, 0, n) for i, n in enumerate(sizes) if n > 0]
     if not shuffle or not spans:
         return spans
+    return _shuffled(spans, seed, epoch)
+
+
+def _shuffled(spans: list[SampleSpan], seed: int, epoch: int) -> list[SampleSpan]:
     rng = _SplitMix64(epoch_seed(seed, epoch))
     rng.shuffle(spans)
     # Rotating moves the rank boundaries, the padded head and the dropped tail every
     # epoch (otherwise the same samples would be repeated / dropped each epoch when the
     # shard order is the same, e.g. with a single shard). Costs one extra split shard.
-    offset = rng.below(sum(sizes))
-    return _take(spans, offset, sum(sizes)) + _take(spans, 0, offset)
+    total = sum(len(s) for s in spans)
+    offset = rng.below(total)
+    return _take(spans, offset, total) + _take(spans, 0, offset)
 
 
 def _take(spans: Sequence[SampleSpan], start: int, stop: int) -> list[SampleSpan]:
@@ -237,6 +250,7 @@ def plan_epoch(
     shuffle: bool = False,
     drop_last: bool = False,
     world_size: int = 1,
+    mix: StreamMix | None = None,
 ) -> list[list[SampleSpan]]:
     """Per rank, the spans it reads this epoch; the same on every rank for the same inputs.
 
@@ -247,19 +261,116 @@ def plan_epoch(
     (padding, like ``DistributedSampler``), and with ``drop_last`` the last ``N mod W``
     samples of the order are left out. Spans split shards at sample granularity wherever
     a rank boundary falls, so uneven shards and fewer shards than ranks are fine.
+    With ``mix``, the epoch's samples are the streams' draws (:func:`mix_epoch_order`).
     """
+    check_int("world_size", world_size, 1)
+    return [
+        plan_rank(shard_sizes, r, seed=seed, epoch=epoch, shuffle=shuffle, drop_last=drop_last,
+                  world_size=world_size, mix=mix)  # fmt: skip
+        for r in range(world_size)
+    ]
+
+
+def plan_rank(
+    shard_sizes: Sequence[int],
+    rank: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    world_size: int = 1,
+    mix: StreamMix | None = None,
+) -> list[SampleSpan]:
+    """``plan_epoch(...)[rank]``, computed without planning the other ranks. It needs the
+    shard sizes only (a rank reads nothing of the shards it does not read)."""
     sizes = _check_sizes(shard_sizes)
     check_int("seed", seed, None)
     check_int("epoch", epoch, 0)
     _check_bool("shuffle", shuffle)
     _check_bool("drop_last", drop_last)
     check_int("world_size", world_size, 1)
-    total = sum(sizes)
-    order = _epoch_order(sizes, seed, epoch, shuffle)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+    if mix is None:
+        order = _epoch_order(sizes, seed, epoch, shuffle)
+    else:
+        order = mix_epoch_order(sizes, mix, seed=seed, epoch=epoch)
+        if shuffle and order:
+            order = _shuffled(order, seed, epoch)
+    total = sum(len(s) for s in order)
     per_rank = rank_sample_count(total, world_size, drop_last)
     if total == 0:
-        return [[] for _ in range(world_size)]
-    return [_take_cyclic(order, total, r * per_rank, (r + 1) * per_rank) for r in range(world_size)]
+        return []
+    return _take_cyclic(order, total, rank * per_rank, (rank + 1) * per_rank)
+
+
+# -- mixing streams ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamMix:
+    """Weighted streams over one shard list, for :func:`mix_epoch_order`.
+
+    ``streams`` holds ``(first_shard, num_shards, weight)`` per stream: consecutive runs
+    of the shard list, weights > 0. ``epoch_samples`` is how many samples an epoch draws
+    in all (default: the sum of the streams' sizes).
+    """
+
+    streams: tuple[tuple[int, int, float], ...]
+    epoch_samples: int | None = None
+
+
+def _quotas(weights: Sequence[float], total: int) -> list[int]:
+    """``total`` split by ``weights`` (largest remainder; ties go to the earlier stream):
+    integers summing to ``total`` exactly, each within 1 of its exact share."""
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    quotas = [int(x) for x in exact]
+    rest = total - sum(quotas)
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in by_remainder[:rest]:
+        quotas[i] += 1
+    return quotas
+
+
+def mix_epoch_order(
+    sizes: Sequence[int], mix: StreamMix, *, seed: int = 0, epoch: int = 0
+) -> list[SampleSpan]:
+    """The samples epoch ``epoch`` draws from weighted streams, as spans in stream order.
+
+    Stream ``s`` (``n_s`` samples, weight ``w_s``) gets a quota ``k_s`` of the epoch's
+    ``K`` samples, ``K * w_s / sum(w)`` rounded by largest remainder (the quotas sum to
+    ``K``). It contributes ``k_s // n_s`` whole passes over its samples plus a window of
+    ``r = k_s mod n_s`` consecutive samples (wrapping at its end) that starts at a
+    seeded offset and moves on by ``r`` every epoch: an under-sampled stream shows every
+    sample once before any sample twice, over consecutive epochs. The result depends on
+    ``(sizes, mix, seed, epoch)`` only.
+    """
+    sizes = _check_sizes(sizes)
+    order: list[SampleSpan] = []
+    stream_sizes: list[int] = []
+    for s, (first, count, weight) in enumerate(mix.streams):
+        if first < 0 or count < 0 or first + count > len(sizes):
+            raise ValueError(f"stream {s}: shards {first}..{first + count - 1} are not in the shard list")
+        if not weight > 0 or weight == float("inf"):
+            raise ValueError(f"stream {s}: weight must be a positive number, got {weight!r}")
+        stream_sizes.append(sum(sizes[first : first + count]))
+    total = mix.epoch_samples if mix.epoch_samples is not None else sum(stream_sizes)
+    check_int("epoch_samples", total, 0)
+    quotas = _quotas([w for _, _, w in mix.streams], total)
+    for s, ((first, count, _), n, k) in enumerate(zip(mix.streams, stream_sizes, quotas)):
+        if k == 0:
+            continue
+        if n == 0:
+            raise ValueError(f"stream {s} has no samples but a quota of {k}")
+        spans = [SampleSpan(i, 0, sizes[i]) for i in range(first, first + count) if sizes[i] > 0]
+        passes, r = divmod(k, n)
+        order.extend(spans * passes)
+        if r:
+            start = (_SplitMix64(epoch_seed(seed, s, -1)).below(n) + epoch * r) % n
+            order.extend(_take_cyclic(spans, n, start, start + r))
+    return order
 
 
 def split_for_worker(spans: Sequence[SampleSpan], worker_id: int, num_workers: int) -> list[SampleSpan]:
@@ -340,10 +451,13 @@ class SplitIterator:
         seed: int = 0,
         shuffle: bool = False,
         drop_last: bool = False,
+        mix: StreamMix | Callable[[], StreamMix | None] | None = None,
     ) -> None:
         self.seed = check_int("seed", seed, None)
         self.shuffle = _check_bool("shuffle", shuffle)
         self.drop_last = _check_bool("drop_last", drop_last)
+        self._mix_source = mix
+        self._mix_known = not callable(mix)
         self._sizes_source = shard_sizes
         self._sizes: list[int] | None = None if callable(shard_sizes) else _check_sizes(shard_sizes)
         self._shared = SharedInts([0])
@@ -357,6 +471,24 @@ class SplitIterator:
             assert callable(self._sizes_source)
             self._sizes = _check_sizes(self._sizes_source())
         return self._sizes
+
+    @property
+    def mix(self) -> StreamMix | None:
+        """The weighted streams the epochs draw from, or None (every sample once)."""
+        if not self._mix_known:
+            assert callable(self._mix_source)
+            self._mix_source = self._mix_source()
+            self._mix_known = True
+        return self._mix_source  # type: ignore[return-value]
+
+    def epoch_samples(self) -> int:
+        """Samples one epoch holds over all ranks (before padding or dropping)."""
+        mix = self.mix
+        if mix is None:
+            return sum(self.shard_sizes)
+        if mix.epoch_samples is not None:
+            return mix.epoch_samples
+        return sum(sum(self.shard_sizes[a : a + n]) for a, n, _ in mix.streams)
 
     @property
     def epoch(self) -> int:
@@ -380,11 +512,25 @@ class SplitIterator:
             shuffle=self.shuffle,
             drop_last=self.drop_last,
             world_size=world_size,
+            mix=self.mix,
+        )
+
+    def plan_for_rank(self, rank: int, world_size: int) -> list[SampleSpan]:
+        """:func:`plan_rank` for the current epoch: this rank's spans only."""
+        return plan_rank(
+            self.shard_sizes,
+            rank,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            world_size=world_size,
+            mix=self.mix,
         )
 
     def num_samples(self) -> int:
         """Samples this rank yields per epoch (all its workers together)."""
-        return rank_sample_count(sum(self.shard_sizes), distributed_context()[1], self.drop_last)
+        return rank_sample_count(self.epoch_samples(), distributed_context()[1], self.drop_last)
 
     # -- one pass
 
@@ -404,7 +550,7 @@ class SplitIterator:
                     "num_workers (each worker must load its own state, as StatefulDataLoader does)"
                 )
             skip = resume.yielded
-        spans = split_for_worker(self.plan(world)[rank], worker, workers)
+        spans = split_for_worker(self.plan_for_rank(rank, world), worker, workers)
         available = sum(len(s) for s in spans)
         if skip > available:
             raise ValueError(
@@ -482,11 +628,18 @@ class ShardedIterableDataset(IterableDataset):
 
     def __init__(self, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> None:
         super().__init__()
-        self.split = SplitIterator(self.shard_sizes, seed=seed, shuffle=shuffle, drop_last=drop_last)
+        self.split = SplitIterator(
+            self.shard_sizes, seed=seed, shuffle=shuffle, drop_last=drop_last, mix=self.stream_mix
+        )
 
     def shard_sizes(self) -> Sequence[int]:
         """Number of samples in each shard."""
         raise NotImplementedError
+
+    def stream_mix(self) -> StreamMix | None:
+        """Weighted streams each epoch draws from (:class:`StreamMix`); default None:
+        every sample exactly once per epoch."""
+        return None
 
     def read_span(self, span: SampleSpan) -> Iterator[Any]:
         """Samples ``span.start .. span.stop - 1`` of shard ``span.shard``, exactly

@@ -108,8 +108,7 @@ def map_block_probe(data: BenchData, samples: int, seed: int = 0) -> dict[str, A
     seen_shards: set[int] = set()
     start = time.perf_counter()
     for index in picks:
-        shard, offset = layout.locate(index)
-        begin, length = layout.shards[shard].index.span(offset, offset + 1)  # type: ignore[union-attr]
+        shard, begin, length = layout.byte_span(index)
         before_blocks, before_bytes = store.blocks, store.bytes
         dataset[index]
         extra = store.blocks - before_blocks - _covering_leaves(begin, begin + length)
@@ -124,10 +123,10 @@ def map_block_probe(data: BenchData, samples: int, seed: int = 0) -> dict[str, A
     start = time.perf_counter()
     whole_bytes = 0
     for index in whole_picks:
-        shard, offset = layout.locate(index)
-        blob = client.cat(layout.shards[shard].ref.cid)
+        shard, _ = layout.locate(index)
+        blob = client.cat(layout.shard_ref(shard))
         whole_bytes += len(blob)
-        key = layout.shards[shard].index.keys[offset]  # type: ignore[union-attr]
+        key = layout.sample_key(index)
         with tarfile.open(fileobj=io.BytesIO(blob)) as tf:
             tf.extractfile(f"{key}.{data.variant.extension}").read()  # type: ignore[union-attr]
     whole_seconds = time.perf_counter() - start

@@ -4,8 +4,10 @@
   :class:`RawSample`, :class:`SampleSchema`, member-name checks.
 - :mod:`.detect`: :func:`open_layout` (detection), :class:`IPFSObject`, :class:`RemoteFileType`.
 - :mod:`.tar` (tar reading/writing) and :mod:`.tarshards` (the sharded-tar layout the
-  exporter writes); :mod:`.ziparchive`, :mod:`.folder`, :mod:`.plain`, :mod:`.cidlist`,
-  :mod:`.embedded`, :mod:`.multimodal`, :mod:`.shardedjson`; :mod:`.manifest` (JSON checks).
+  exporter writes), with the binary files of its manifest v2: :mod:`.shardtable` (which
+  runs of which shards) and :mod:`.shardindex` (one shard's offsets and keys).
+- :mod:`.ziparchive`, :mod:`.folder`, :mod:`.plain`, :mod:`.cidlist`, :mod:`.embedded`,
+  :mod:`.multimodal`, :mod:`.shardedjson`; :mod:`.manifest` (JSON checks).
 
 Exact manifest schemas: ``docs/layouts.md``.
 """

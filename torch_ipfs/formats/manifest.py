@@ -55,7 +55,7 @@ def field(obj: Any, name: str, kind: type | tuple[type, ...], where: str, *, req
         if required:
             raise ManifestError(f"{where}: missing field {name!r}")
         return None
-    value = obj[name]
+    value: Any = obj[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         what = _TYPES.get(kind, getattr(kind, "__name__", str(kind)))
         raise ManifestError(f"{where}: field {name!r} must be {what}, got {type(value).__name__}")

@@ -1,12 +1,20 @@
-"""The sharded-tar layout: WebDataset tar shards plus a manifest with a per-sample index.
+"""The sharded-tar layout: WebDataset tar shards plus a manifest saying where samples are.
 
 The exporter (:mod:`torch_ipfs.exporter`) writes it; any folder of ``.tar`` files
 (WebDataset shards made by other tools) reads as it too, its index then built from the
-tar headers with range reads. The exact manifest schema is in ``docs/layouts.md``::
+tar headers with range reads. Two manifest versions (exact schemas in
+``docs/layouts.md``):
 
-    <root>/manifest.json
-    <root>/shards/shard-000000.tar
-    <root>/shards/shard-000001.tar ...
+- **v2** (what :func:`torch_ipfs.export` writes; O(shards) to open)::
+
+    <root>/manifest.json          schema + the shard table's CID, size and SHA-256
+    <root>/shard-table.bin        binary: pieces (file, start, count) and files (CIDs, sizes)
+    <root>/index/shard-000000.idx binary per-shard index: offsets, keys (often derived)
+    <root>/shards/shard-000000.tar ...
+
+  Composed datasets (:mod:`torch_ipfs.compose`) are v2 roots whose table points at the
+  shards and indexes of other roots by CID.
+- **v1**: ``manifest.json`` lists every shard with every sample's key and offset.
 
 Map-style access reads one sample's byte range (``offsets[i] .. offsets[i + 1]``) from
 its shard, which touches only the blocks covering it; iteration streams a run of samples
@@ -15,6 +23,9 @@ of a shard with bounded memory.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -31,7 +42,9 @@ from torch_ipfs.formats.base import (
     check_member_name,
     check_sample_size,
 )
-from torch_ipfs.formats.manifest import encode_json, field, parse_cid
+from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, encode_json, field, parse_cid
+from torch_ipfs.formats.shardindex import MappedFiles, PackedIndex
+from torch_ipfs.formats.shardtable import ShardTable
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
 
 __all__ = [
@@ -39,7 +52,9 @@ __all__ = [
     "FORMAT_VERSION",
     "TarShard",
     "TarShardsLayout",
+    "PackedTarShardsLayout",
     "build_manifest",
+    "build_manifest_v2",
     "encode_manifest",
     "is_tarshards_manifest",
     "shard_name",
@@ -48,7 +63,15 @@ __all__ = [
 
 FORMAT = "torch_ipfs.tarshards"
 FORMAT_VERSION = 1
+#: Manifest v2: a binary shard table plus one binary index per shard (what export writes).
+FORMAT_VERSION_2 = 2
 SHARDS_DIR = "shards"
+#: Directory of the per-shard index files in an exported root.
+INDEX_DIR = "index"
+#: File name of the shard table in a v2 root.
+TABLE_NAME = "shard-table.bin"
+#: Where verified copies of shard tables and indexes are kept, under the client's home.
+LOCAL_COPIES_DIR = "indexes"
 _STRUCTURES = ("tuple", "dict", "single")
 
 
@@ -60,8 +83,7 @@ def shard_name(index: int) -> str:
 # -- writing the manifest ------------------------------------------------------------------
 
 
-def build_manifest(
-    shards: Sequence[Mapping[str, Any]],
+def schema_entries(
     *,
     name: str | None = None,
     description: str | None = None,
@@ -72,15 +94,47 @@ def build_manifest(
     label_field: str | None = None,
     classes: Sequence[str] | None = None,
     class_counts: Mapping[str, int] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of a sharded-tar dataset (plain JSON values, schema in docs/layouts.md).
+    """The manifest keys both versions share: the sample schema and the description."""
+    if structure not in _STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(_STRUCTURES)}; got {structure!r}")
+    keys = dict(keys or {})
+    field_list = []
+    for fname, ftype in (fields or {}).items():
+        entry = {"name": fname, "type": ftype}
+        if keys.get(fname, fname) != fname:
+            entry["key"] = keys[fname]
+        field_list.append(entry)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "structure": structure,
+        "fields": field_list,  # a list: the order is the order of the sample's parts
+    }
+    if provenance is None and parent:
+        provenance = {"parent": str(parent)}
+    optional = {
+        "name": name,
+        "description": description,
+        "label_field": label_field,
+        "classes": list(classes) if classes is not None else None,
+        "class_counts": dict(class_counts) if class_counts else None,
+        "provenance": dict(provenance) if provenance else None,
+    }
+    manifest.update({k: v for k, v in optional.items() if v is not None})
+    return manifest
+
+
+def build_manifest(shards: Sequence[Mapping[str, Any]], **schema: Any) -> dict[str, Any]:
+    """The version-1 manifest of a sharded-tar dataset (plain JSON values, schema in
+    docs/layouts.md): every sample's key and offset inline, for small datasets and
+    tools that want one JSON file. :func:`build_manifest_v2` is what the exporter writes.
 
     ``shards`` holds, per shard in order: ``name`` (file name under ``shards/``),
     ``cid`` (CID or string), ``bytes`` (file size) and ``index`` (:class:`ShardIndex`
-    from :func:`write_tar_shard`, or its ``to_json()``).
+    from :func:`write_tar_shard`, or its ``to_json()``). ``schema``: the keyword
+    arguments of :func:`schema_entries`.
     """
-    if structure not in _STRUCTURES:
-        raise ValueError(f"structure must be one of {', '.join(_STRUCTURES)}; got {structure!r}")
     entries = []
     total = 0
     for info in shards:
@@ -97,30 +151,29 @@ def build_manifest(
             }
         )
         total += len(index)
-    keys = dict(keys or {})
-    field_list = []
-    for fname, ftype in (fields or {}).items():
-        entry = {"name": fname, "type": ftype}
-        if keys.get(fname, fname) != fname:
-            entry["key"] = keys[fname]
-        field_list.append(entry)
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "total_samples": total,
-        "structure": structure,
-        "fields": field_list,  # a list: the order is the order of the sample's parts
-        "shards": entries,
-    }
-    optional = {
-        "name": name,
-        "description": description,
-        "label_field": label_field,
-        "classes": list(classes) if classes is not None else None,
-        "class_counts": dict(class_counts) if class_counts else None,
-        "provenance": {"parent": str(parent)} if parent else None,
-    }
-    manifest.update({k: v for k, v in optional.items() if v is not None})
+    manifest = schema_entries(**schema)
+    manifest.update({"version": FORMAT_VERSION, "total_samples": total, "shards": entries})
+    return manifest
+
+
+def build_manifest_v2(
+    table_cid: CID | str, table_bytes: bytes, total_samples: int, num_shards: int, **schema: Any
+) -> dict[str, Any]:
+    """The version-2 manifest: the schema, the sample count and a reference to the
+    binary shard table (``table_bytes``, stored with CID ``table_cid``)."""
+    manifest = schema_entries(**schema)
+    manifest.update(
+        {
+            "version": FORMAT_VERSION_2,
+            "total_samples": int(total_samples),
+            "num_shards": int(num_shards),
+            "shard_table": {
+                "cid": str(table_cid),
+                "bytes": len(table_bytes),
+                "sha256": hashlib.sha256(table_bytes).hexdigest(),
+            },
+        }
+    )
     return manifest
 
 
@@ -211,7 +264,9 @@ def schema_from_manifest(manifest: dict[str, Any], where: str) -> SampleSchema:
 
 
 class TarShardsLayout(Layout):
-    """Samples stored as WebDataset tar shards (see the module docstring)."""
+    """Samples stored as WebDataset tar shards, listed one by one (manifest v1, or tars
+    found in a directory); see the module docstring. :class:`PackedTarShardsLayout`
+    reads manifest v2 with the same readers."""
 
     name = "tarshards"
 
@@ -236,25 +291,29 @@ class TarShardsLayout(Layout):
         cls, client: ClientHandle, root: IPFSPath, manifest: Any, where: str
     ) -> TarShardsLayout:
         version = field(manifest, "version", int, where)
+        if version == FORMAT_VERSION_2:
+            return PackedTarShardsLayout.from_manifest_v2(client, root, manifest, where)
         if version != FORMAT_VERSION:
             raise ManifestError(
-                f"{where}: {FORMAT} version {version} is not supported (only {FORMAT_VERSION})"
+                f"{where}: {FORMAT} version {version} is not supported (only {FORMAT_VERSION} "
+                f"and {FORMAT_VERSION_2})"
             )
         entries = field(manifest, "shards", list, where)
         shards = [_parse_shard(e, i, root, where) for i, e in enumerate(entries)]
         total = field(manifest, "total_samples", int, where, required=False)
         if total is not None and all(s.index is not None for s in shards):
-            counted = sum(len(s.index or ()) for s in shards)
+            counted = sum(len(s.index) for s in shards if s.index is not None)
             if counted != total:
                 raise ManifestError(f"{where}: total_samples {total} but the shards index {counted} samples")
-        meta = {
-            k: manifest[k] for k in ("name", "description", "class_counts", "provenance") if k in manifest
-        }
-        return cls(client, where, shards, schema_from_manifest(manifest, where), meta)
+        return cls(client, where, shards, schema_from_manifest(manifest, where), _meta(manifest))
 
-    # -- index --------------------------------------------------------------------------
+    # -- what the readers need of a shard (overridden by the packed layout) ---------------
 
-    def _index(self, i: int) -> ShardIndex:
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    def _index(self, i: int) -> Any:
+        """Shard ``i``'s index: ``len``, ``span(start, stop)``, ``keys``."""
         shard = self.shards[i]
         if shard.index is None:
             f = self.file(shard.ref)
@@ -262,49 +321,81 @@ class TarShardsLayout(Layout):
             shard.size = f.size
         return shard.index
 
+    def _first(self, i: int) -> int:
+        """Position in shard ``i``'s index of the shard's first sample (a v2 piece may
+        start inside its file)."""
+        return 0
+
+    def _ref(self, i: int) -> IPFSPath:
+        return self.shards[i].ref
+
+    def _declared_size(self, i: int) -> int | None:
+        return self.shards[i].size
+
     def _where(self, i: int) -> str:
         return f"{self.where}: {self.shards[i].label}"
 
     def _checked_file(self, i: int) -> Any:
-        f = self.file(self.shards[i].ref)
-        size = self.shards[i].size
+        f = self.file(self._ref(i))
+        size = self._declared_size(i)
         if size is not None and f.size != size:
             raise ManifestError(f"{self._where(i)}: the manifest says {size} bytes, the file has {f.size}")
         return f
 
     def shard_sizes(self) -> list[int]:
+        """Samples in each shard, in order (from the manifest: no shard is read for it,
+        except tars that came without an index)."""
         if self._sizes is None:
             self._sizes = [len(self._index(i)) for i in range(len(self.shards))]
         return self._sizes
+
+    def shard_ref(self, i: int) -> IPFSPath:
+        """Where shard ``i``'s tar file is."""
+        return self._ref(i)
+
+    def sample_key(self, index: int) -> str:
+        """The tar key of sample ``index`` (reads its shard's index, not the shard)."""
+        shard, offset = self.locate(index)
+        return str(self._index(shard).keys[self._first(shard) + offset])
+
+    def byte_span(self, index: int) -> tuple[int, int, int]:
+        """``(shard, offset, length)``: where sample ``index``'s bytes are in its tar."""
+        shard, offset = self.locate(index)
+        first = self._first(shard) + offset
+        start, length = self._index(shard).span(first, first + 1)
+        return shard, start, length
 
     # -- reading ------------------------------------------------------------------------
 
     def read_sample(self, index: int) -> RawSample:
         shard, offset = self.locate(index)
         idx = self._index(shard)
-        start, length = idx.span(offset, offset + 1)
-        check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[offset]!r}")  # before reading
+        j = self._first(shard) + offset
+        start, length = idx.span(j, j + 1)
+        check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[j]!r}")  # before reading
         data = self._checked_file(shard).read_range(start, length)
         where = self._where(shard)
+        key = idx.keys[j]
         if len(data) != length:
-            raise ManifestError(f"{where}: sample {idx.keys[offset]!r} is cut off by the end of the file")
+            raise ManifestError(f"{where}: sample {key!r} is cut off by the end of the file")
         samples = list(tar.group_samples(tar.iter_members([data], where, start), where))
-        if len(samples) != 1 or samples[0].key != idx.keys[offset]:
+        if len(samples) != 1 or samples[0].key != key:
             found = [s.key for s in samples]
-            raise ManifestError(f"{where}: index says sample {idx.keys[offset]!r} at {start}, found {found}")
+            raise ManifestError(f"{where}: index says sample {key!r} at {start}, found {found}")
         return samples[0]
 
     def iter_span(self, shard: int, start: int, stop: int) -> Iterator[RawSample]:
         if start >= stop:
             return
         idx = self._index(shard)
-        offset, length = idx.span(start, stop)
+        first = self._first(shard)
+        offset, length = idx.span(first + start, first + stop)
         where = self._where(shard)
         chunks = self._checked_file(shard).iter_chunks(offset, length)
-        expected = iter(idx.keys[start:stop])
+        keys = idx.keys
         count = 0
         for sample in tar.group_samples(tar.iter_members(chunks, where, offset), where):
-            want = next(expected, None)
+            want = keys[first + start + count] if count < stop - start else None
             if sample.key != want:
                 raise ManifestError(f"{where}: index expects sample {want!r}, the shard has {sample.key!r}")
             count += 1
@@ -320,10 +411,207 @@ class TarShardsLayout(Layout):
         return self.client.prefetch(entry.ref)  # not indexed yet: the reader scans it all
 
     def describe(self) -> list[str]:
-        lines = super().describe() + [f"Shards: {len(self.shards)}"]
+        lines = super().describe() + [f"Shards: {self.num_shards()}"]
         if self.meta.get("name"):
             lines.insert(0, f"Name: {self.meta['name']}")
         return lines
+
+
+def _meta(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {k: manifest[k] for k in ("name", "description", "class_counts", "provenance") if k in manifest}
+
+
+class PackedTarShardsLayout(TarShardsLayout):
+    """Manifest v2: a binary shard table (:mod:`~torch_ipfs.formats.shardtable`) and one
+    binary index per tar file (:mod:`~torch_ipfs.formats.shardindex`), each index
+    fetched the first time one of its samples is read.
+
+    Opening reads ``manifest.json`` and the table only: memory and time in proportion
+    to the number of shards, not samples. ``len``, :meth:`locate` and
+    :meth:`shard_sizes` come from the table; ``ds[i]`` maps the one index it needs. Both
+    files are verified, kept under ``<home>/indexes`` and memory-mapped, so DataLoader
+    workers and DDP ranks on a host share them through the page cache.
+    """
+
+    #: Indexes mapped at once per process (each is one mapping; the table is another).
+    max_mapped_indexes = 1024
+
+    def __init__(
+        self,
+        client: ClientHandle,
+        where: str,
+        root: IPFSPath,
+        table_ref: tuple[CID, int, bytes],
+        total: int,
+        schema: SampleSchema,
+        meta: dict[str, Any],
+    ) -> None:
+        Layout.__init__(self, client, where)
+        self.root = root
+        self.schema = schema
+        self.meta = meta
+        self._table_ref = table_ref
+        self._total_declared = total
+        self._table: ShardTable | None = None
+        self._indexes: OrderedDict[int, PackedIndex] = OrderedDict()
+        self._sizes = None
+        #: ``(first_shard, num_shards, weight)`` per stream of a mixed root, else None
+        self.streams: list[tuple[int, int, float]] | None = None
+        #: samples one epoch of a mixed root draws (None: the streams' total)
+        self.epoch_samples: int | None = None
+        _ = self.table  # check it now: a bad table fails at open, not at the first read
+
+    @classmethod
+    def from_manifest_v2(
+        cls, client: ClientHandle, root: IPFSPath, manifest: Any, where: str
+    ) -> PackedTarShardsLayout:
+        total = field(manifest, "total_samples", int, where)
+        table = field(manifest, "shard_table", dict, where)
+        at = f"{where}: shard_table"
+        cid = parse_cid(field(table, "cid", str, at), f"{at}.cid")
+        size = field(table, "bytes", int, at)
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{at}: the table is {size} bytes, over {MAX_MANIFEST_BYTES}")
+        sha = _parse_sha256(field(table, "sha256", str, at), f"{at}.sha256")
+        layout = cls(client, where, root, (cid, size, sha), total, schema_from_manifest(manifest, where),
+                     _meta(manifest))  # fmt: skip
+        mix = field(manifest, "mix", dict, where, required=False)
+        if mix is not None:
+            layout.streams, layout.epoch_samples = _parse_mix(mix, len(layout.table), f"{where}: mix")
+        return layout
+
+    # -- the two binary files -------------------------------------------------------------
+
+    def _mapped(self) -> MappedFiles:
+        store = getattr(self.client, "store", None)
+        home = getattr(store, "root", None)
+        return MappedFiles(os.path.join(home, LOCAL_COPIES_DIR) if home else None)
+
+    @property
+    def table(self) -> ShardTable:
+        """The shard table (pieces and files), mapped on first use in each process."""
+        if self._table is None:
+            cid, size, sha = self._table_ref
+            where = f"{self.where}: shard table {cid}"
+            data = self._mapped().get(str(cid), size, sha, lambda: self._fetch(cid, size), where)
+            self._table = ShardTable(data, where, total_samples=self._total_declared)
+            if not len(self._table):
+                raise ManifestError(f"{where}: a tar-shard dataset needs at least one shard")
+        return self._table
+
+    def _fetch(self, cid: CID, size: int) -> bytes:
+        f = self.client.file(IPFSPath(cid, "", self.root.gateway))
+        if f.size != size:
+            raise ManifestError(f"{self.where}: file {cid} is {f.size} bytes, the manifest says {size}")
+        return bytes(f.read_range(0, size))
+
+    def _file_of(self, i: int) -> int:
+        return int(self.table.pieces["file"][i])
+
+    def _index(self, i: int) -> PackedIndex:
+        file = self._file_of(i)
+        idx = self._indexes.get(file)
+        if idx is not None:
+            self._indexes.move_to_end(file)
+            return idx
+        entry = self.table.file_entry(file)
+        where = f"{self.where}: index {entry.index_cid} of shard {entry.tar_cid}"
+        if entry.index_bytes > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{where}: the index is {entry.index_bytes} bytes, over {MAX_MANIFEST_BYTES}")
+        data = self._mapped().get(
+            str(entry.index_cid),
+            entry.index_bytes,
+            entry.index_sha256,
+            lambda: self._fetch(entry.index_cid, entry.index_bytes),
+            where,
+        )
+        idx = PackedIndex(data, where, tar_bytes=entry.tar_bytes)
+        if len(idx) != entry.samples:
+            raise ManifestError(f"{where}: holds {len(idx)} samples, the shard table says {entry.samples}")
+        self._indexes[file] = idx
+        while len(self._indexes) > self.max_mapped_indexes:
+            self._indexes.popitem(last=False)
+        return idx
+
+    def loaded_indexes(self) -> list[int]:
+        """Files (table rows) whose index this process has mapped (for tests and stats)."""
+        return list(self._indexes)
+
+    # -- the readers' hooks -----------------------------------------------------------------
+
+    def num_shards(self) -> int:
+        return len(self.table)
+
+    def _first(self, i: int) -> int:
+        return int(self.table.pieces["start"][i])
+
+    def _ref(self, i: int) -> IPFSPath:
+        return IPFSPath(self.table.cid(self._file_of(i), 0), "", self.root.gateway)
+
+    def _declared_size(self, i: int) -> int | None:
+        return int(self.table.files["tar_bytes"][self._file_of(i)])
+
+    def _where(self, i: int) -> str:
+        return f"{self.where}: shard {i} ({self.table.cid(self._file_of(i), 0)})"
+
+    def shard_sizes(self) -> list[int]:
+        if self._sizes is None:
+            self._sizes = self.table.counts.tolist()
+        return self._sizes
+
+    def shard_starts(self) -> list[int]:
+        return self.table.starts().tolist()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self.table.total
+
+    def locate(self, index: int) -> tuple[int, int]:
+        table = self.table
+        index = self._check_index(index, table.total)
+        shard = table.locate(index)
+        return shard, index - int(table.ends[shard] - table.counts[shard])
+
+    def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
+        if start >= stop:
+            return None
+        first = self._first(shard)
+        offset, length = self._index(shard).span(first + start, first + stop)
+        return self.client.prefetch(self._ref(shard), offset, length)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_table"] = None  # mapped again (from the local copy) in the receiving process
+        state["_indexes"] = OrderedDict()
+        return state
+
+
+def _parse_mix(
+    mix: dict[str, Any], shards: int, where: str
+) -> tuple[list[tuple[int, int, float]], int | None]:
+    entries = field(mix, "streams", list, where)
+    epoch_samples = field(mix, "epoch_samples", int, where, required=False)
+    streams, first = [], 0
+    for i, entry in enumerate(entries):
+        at = f"{where}.streams[{i}]"
+        count = field(entry, "shards", int, at)
+        weight = field(entry, "weight", (int, float), at)
+        if isinstance(weight, bool) or not 0 < weight < float("inf"):
+            raise ManifestError(f"{at}: weight must be a positive number, got {weight!r}")
+        streams.append((first, count, float(weight)))
+        first += count
+    if not streams or first != shards:
+        raise ManifestError(f"{where}: the streams cover {first} shards, the shard table has {shards}")
+    return streams, epoch_samples
+
+
+def _parse_sha256(value: str, where: str) -> bytes:
+    try:
+        digest = bytes.fromhex(value)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ManifestError(f"{where}: expected 64 hex digits, got {value!r:.80}")
+    return digest
 
 
 def shard_from_cid(cid: CID, root: IPFSPath, label: str) -> TarShard:

@@ -7,10 +7,14 @@ compared with torch_ipfs's own importer, which other tests pin to Kubo v0.22.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import logging
 import os
+import re
 import socket
+import urllib.parse
 
 import httpx
 import pytest
@@ -133,11 +137,52 @@ def test_add_directory_multipart_matches_the_local_importer(kubo, client, tmp_pa
     assert not any(".hidden" in e.name for e in entries)
     # The wire format is Kubo's client's: directory parts and url-escaped relative paths.
     body = kubo.bodies["add"]
-    assert b'filename="top+dir"\r\nContent-Type: application/x-directory\r\n' in body
-    assert b'filename="top+dir%2Fsub%2Fdeeper"\r\nContent-Type: application/x-directory' in body
-    assert b'filename="top+dir%2Fsub%2Fdeeper%2F%C3%BCn%C3%AFc%C3%B8d%C3%A9+name.txt"' in body
+    assert b'filename="top%20dir"\r\nContent-Type: application/x-directory\r\n' in body
+    assert b'filename="top%20dir%2Fsub%2Fdeeper"\r\nContent-Type: application/x-directory' in body
+    assert b'filename="top%20dir%2Fsub%2Fdeeper%2F%C3%BCn%C3%AFc%C3%B8d%C3%A9%20name.txt"' in body
     # ...and the node serves it: read a file back through verified blocks.
     assert client.ls(entries[-1].cid)[0] == LsEntry("a.txt", expected[0].cid, expected[0].size, "file")
+
+
+def _decode_uri_component(text: str) -> str:
+    """JavaScript's decodeURIComponent: %XX escapes as UTF-8, and nothing else ("+" stays)."""
+    return urllib.parse.unquote(text, errors="strict")
+
+
+def _parts_as_js_servers_read_them(body: bytes) -> list[tuple[str, str, bytes]]:
+    """``(name, content type, payload)`` of each part, by a MIME parser, names decoded
+    the way a JavaScript multipart server (js-ipfs's) decodes them."""
+    boundary = re.search(rb"^--([0-9a-f]+)\r\n", body).group(1).decode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode() + body
+    )
+    return [
+        (_decode_uri_component(part.get_param("filename", header="content-disposition")),
+         part.get_content_type(), part.get_payload(decode=True) or b"")
+        for part in message.iter_parts()
+    ]
+
+
+def test_multipart_names_decode_the_same_for_javascript_servers(kubo, client, tmp_path):
+    top = tmp_path / "top dir"
+    top.mkdir()
+    _make_tree(top)
+    (top / "a+b c%41.txt").write_bytes(b"a plus, a space and a percent")
+    entries = client.add(top, cid_version=1)
+    parts = _parts_as_js_servers_read_them(kubo.bodies["add"])
+    names = [name for name, _, _ in parts]
+    assert names[0] == "top dir" and "top dir/a+b c%41.txt" in names
+    assert "top dir/sub/deeper/ünïcødé name.txt" in names
+    # Rebuild the tree from what such a server decoded: the directory CID must not change.
+    rebuilt = tmp_path / "rebuilt"
+    for name, ctype, payload in parts:
+        path = rebuilt / name
+        if ctype == "application/x-directory":
+            path.mkdir(parents=True)
+        else:
+            path.write_bytes(payload)
+    again = list(import_path(rebuilt / "top dir", MemoryStore(), ImportOptions(cid_version=1)))
+    assert again[-1].cid == entries[-1].cid
 
 
 def test_add_directory_wrapped_and_hidden(client, tmp_path):

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "RemoteFileType": "torch_ipfs.datasets",
     "ShuffleDataset": "torch_ipfs.shuffle",
     "ShardedIterableDataset": "torch_ipfs.sharding",
+    "ShardAwareSampler": "torch_ipfs.sampler",
     # exporter
     "export": "torch_ipfs.exporter",
     "import_from_ipfs": "torch_ipfs.exporter",

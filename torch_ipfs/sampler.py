@@ -84,7 +84,8 @@ class ShardAwareSampler(Sampler[int]):
         self.shard_sizes = shard_sizes_of(dataset)
         sized = hasattr(dataset, "__len__") and not isinstance(dataset, Sequence)
         if sized and len(dataset) != sum(self.shard_sizes):
-            raise ValueError(f"the shards hold {sum(self.shard_sizes)} samples but len(dataset) is {len(dataset)}")
+            total = sum(self.shard_sizes)
+            raise ValueError(f"the shards hold {total} samples but len(dataset) is {len(dataset)}")
         env_rank, env_world = distributed_context()
         self.num_replicas = check_int("num_replicas", env_world if num_replicas is None else num_replicas, 1)
         self.rank = check_int("rank", env_rank if rank is None else rank, 0)

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 import urllib.parse
 
 import httpx
@@ -473,3 +475,54 @@ def test_unix_socket_multiaddr(tmp_path, rng):
         root = source.add(data, chunker="size-4096")[-1].cid
         assert source.read_file(root, 1000, 5000) == data[1000:6000]
         assert standin.requests[0][1].startswith("/api/v0/add?")
+
+
+# -- settings, retry budget ------------------------------------------------------------------
+
+
+def test_client_builds_kubo_from_the_settings(kubo, tmp_path, monkeypatch):
+    from torch_ipfs.client import Client
+
+    monkeypatch.setenv("TORCH_IPFS_READ_TIMEOUT", "0.2")
+    monkeypatch.setenv("TORCH_IPFS_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("TORCH_IPFS_RETRY_BUDGET", "7")
+    monkeypatch.setenv("TORCH_IPFS_KUBO_OFFLINE", "true")
+    with Client(home=tmp_path / "h", api=kubo.api, gateways=[]) as client:
+        (source,) = client._remote
+        settings = (source.timeout, source.connect_timeout, source.retry_budget, source.offline)
+        assert settings == (0.2, 2.0, 7.0, True)
+        kubo.faults.delay["block/get"] = 2.0  # a node that holds the request open
+        missing = CID.compute(b"a block the node would search the network for", codec=RAW)
+        start = time.monotonic()
+        with pytest.raises(SourceTimeoutError):
+            client.source.get(missing)
+        assert time.monotonic() - start < 1.5  # the read timeout from the environment, not 30 s
+    with Client(home=tmp_path / "h2", api=kubo.api, gateways=["http://127.0.0.1:1"]) as client:
+        kubo_source, gateway = client._remote
+        assert kubo_source.retry_budget == 0  # fails over to the gateways at once
+        assert gateway.retry_budget == 7.0 and gateway.stall_timeout == 0.2
+
+
+def test_block_reads_are_retried_while_the_node_fails(kubo, rng):
+    cid = _put_file(kubo, _random(rng, 500), chunker="size-1024")
+    kubo.faults.truncate.add("block/get")  # a node restarting: cut responses, no answer
+    threading.Timer(0.8, kubo.faults.truncate.discard, ["block/get"]).start()
+    with KuboSource(kubo.api, timeout=5, retry_budget=10, backoff=0.05, max_retry_wait=0.2) as source:
+        start = time.monotonic()
+        assert source.get(cid) == kubo.store.get(cid)
+        assert time.monotonic() - start >= 0.7
+
+
+def test_an_unreachable_node_is_retried_until_the_budget_then_says_so():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cid = CID.compute(b"anything", codec=RAW)
+    api = f"/ip4/127.0.0.1/tcp/{port}"
+    with KuboSource(api, retry_budget=0.5, backoff=0.05, max_retry_wait=0.1) as source:
+        start = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match="retried for") as info:
+            source.get(cid)
+        assert time.monotonic() - start >= 0.5
+    assert str(info.value).count("cannot reach the Kubo RPC API") == 1
+    assert "TORCH_IPFS_API" not in str(info.value)

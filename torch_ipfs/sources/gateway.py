@@ -543,8 +543,9 @@ class GatewaySource(BlockSource):
                             root, path, gw.url, verifier.count if verifier else 0, e)
                 if not fallback and verifier is not None and verifier.count:
                     raise self._failure(root, errors) from e
-        if not fallback:
-            raise self._failure(root, errors)
+        root_missing = bool(errors) and all(isinstance(e, BlockNotFoundError) for _, e in errors)
+        if not fallback or (root_missing and not path.strip("/")):
+            raise self._failure(root, errors)  # a 404 for the root is final: no raw fallback
         if verifier is None:
             verifier = CarBlockVerifier(
                 root, path=path, scope=dag_scope, entity_bytes=entity_bytes, dups=True, on_block=_discard

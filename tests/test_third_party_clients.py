@@ -138,3 +138,41 @@ def test_serve_sends_the_headers_kubo_sends(tmp_path):
         listing = http.get(f"/ipfs/{root}/dir")
         assert listing.headers["X-Ipfs-Roots"] == f"{root},{cids['tree/dir']}"
         assert http.get(f"/ipfs/{root}").headers["X-Ipfs-Roots"] == str(root)
+
+
+JS_DIR = Path(__file__).resolve().parent / "oracles" / "js"
+
+
+@pytest.mark.slow
+def test_helia_clients_read_through_serve(tmp_path):
+    """@helia/verified-fetch (files by path) and @helia/unixfs (a byte range, a listing),
+    with torch-ipfs serve as their only router and gateway (no delegated routing)."""
+    import shutil
+
+    node = shutil.which("node")
+    assert node is not None, "node (Node.js) is not installed; the Helia clients need it"
+    assert (JS_DIR / "node_modules" / "@helia" / "verified-fetch").is_dir(), (
+        f"run `npm ci --prefix {JS_DIR}` first (the Helia clients are not installed)"
+    )
+    tree = tmp_path / "tree"
+    for name, data in FILES.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    home = tmp_path / "home"
+    entries = list(import_path(tree, LocalStore(home), ImportOptions(cid_version=1, chunker="size-4096")))
+    cids = {e.name.removeprefix("tree/"): str(e.cid) for e in entries}
+    root = str(entries[-1].cid)
+    port = _free_port()
+    server = _serve(home, port)
+    try:
+        proc = subprocess.run([node, str(JS_DIR / "helia_client.mjs"), f"http://127.0.0.1:{port}", root],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout)
+    assert seen["fetch top.txt"] == {"status": 200, "hex": FILES["top.txt"].hex()}
+    assert seen["fetch dir/sub/b.bin"] == {"status": 200, "hex": FILES["dir/sub/b.bin"].hex()}
+    assert bytes.fromhex(seen["cat range"]) == FILES["dir/sub/b.bin"][1000:1300]
+    assert seen["ls"] == [["a.txt", cids["dir/a.txt"]], ["sub", cids["dir/sub"]]]

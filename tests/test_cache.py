@@ -417,3 +417,34 @@ def test_a_reader_killed_mid_fetch_blocks_nobody(tmp_path):
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             child.join()
+
+
+def test_readers_waiting_for_each_other_never_stall(tmp_path):
+    """Reader A fetches p and q in one batch, q first, while another reader holds q; a
+    third waits for p. A must cache p (and release it) while it waits for q, else the
+    readers wait on each other until the in-flight timeout."""
+    import threading
+
+    (p, p_data), (q, q_data) = raw_block(b"p" * 3000), raw_block(b"q" * 3000)
+    source = SlowCountingSource(memory_source([(p, p_data), (q, q_data)]), delay=0.5)
+    a = CachedSource(source, tmp_path / "cache", 10**7, inflight_timeout=20)
+    b = CachedSource(source, tmp_path / "cache", 10**7, inflight_timeout=20)
+    held = b._claim(q.multihash, wait=False)  # someone is fetching q right now
+    assert held is not None
+    result: list = []
+    reader = threading.Thread(target=lambda: result.extend(a.get_many([q, p])))
+    reader.start()
+    from torch_ipfs.sources.local import multihash_key
+
+    claim_of_p = tmp_path / "cache" / "inflight" / multihash_key(p.multihash)
+    deadline = time.monotonic() + 10
+    while not claim_of_p.exists():  # A has claimed p and now waits for q
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    start = time.monotonic()
+    assert b.get(p) == p_data  # A fetched p; it must not sit on its claim while waiting for q
+    assert time.monotonic() - start < 5
+    b._release(q.multihash, held)
+    reader.join(timeout=30)
+    assert result == [(q, q_data), (p, p_data)]
+    assert sorted(map(str, source.asked)) == sorted([str(p), str(q)])  # each fetched once

@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,10 +201,11 @@ class CachedSource(BlockSource):
 
     # -- single flight -------------------------------------------------------------------------
 
-    def _claim(self, mh: bytes, *, wait: bool) -> int | None:
+    def _claim(self, mh: bytes, *, wait: bool, meanwhile: Callable[[], bool] | None = None) -> int | None:
         """Take the single-flight lock of a block: its fd. Without ``wait``, None when
         another reader holds it. With ``wait``, block until it is free, or None after
-        ``inflight_timeout`` (that reader hangs: fetch without it)."""
+        ``inflight_timeout`` (that reader hangs: fetch without it); ``meanwhile`` is
+        called instead of sleeping while it returns True (work to do while waiting)."""
         path = os.path.join(self._inflight, multihash_key(mh))
         deadline = time.monotonic() + self.inflight_timeout
         pause = 0.002
@@ -224,8 +225,9 @@ class CachedSource(BlockSource):
                     log.warning("%s: another reader has been fetching it for %g s; fetching it too",
                                 path, self.inflight_timeout)
                     return None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+                if meanwhile is None or not meanwhile():
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
                 continue
             # The holder before us unlinks the file before it unlocks: if it is gone (or
             # replaced) we locked a stale inode that nobody else sees; start over.
@@ -294,31 +296,43 @@ class CachedSource(BlockSource):
         """Yield ``wanted`` in order: hits read from disk, our misses taken from
         ``fetched`` (their claims released once cached), others' misses waited for."""
         pending: dict[CID, bytes] = {}
+        done = False
+
+        def pull() -> bool:
+            """Take the next of our fetched blocks: cache it and release its claim."""
+            nonlocal done
+            item = None if done else next(fetched, None)
+            if item is None:
+                done = True
+                return False
+            got_cid, got = item
+            self.misses += 1
+            pending[got_cid] = self.check(got_cid, got)
+            self._insert(got_cid.multihash, got)
+            fd = claims.pop(got_cid.multihash, None)
+            if fd is not None:  # cached: the readers waiting for it can read it now
+                self._release(got_cid.multihash, fd)
+            return True
+
         for cid in wanted:
             if cid.is_identity:
                 yield cid, cid.digest
                 continue
             if cid.multihash in cached or cid not in uses:
                 # a hit when we looked, or a block another reader is fetching: (wait, then)
-                # read it from the cache, else fetch it alone
+                # read it from the cache, else fetch it alone. While waiting, keep taking
+                # our own fetched blocks: a reader waiting for one of *our* claims is
+                # then never blocked by us (no wait cycle between readers).
                 data = self._lookup(cid)
                 if data is None:
-                    data = self._fetch_once(cid, self._claim(cid.multihash, wait=True))
+                    data = self._fetch_once(cid, self._claim(cid.multihash, wait=True, meanwhile=pull))
                 else:
                     self.hits += 1
                 yield cid, data
                 continue
             while cid not in pending:
-                item = next(fetched, None)
-                if item is None:
+                if not pull():
                     raise BlockNotFoundError(cid, [self.source.name], hint="the source ended its batch early")
-                got_cid, got = item
-                self.misses += 1
-                pending[got_cid] = self.check(got_cid, got)
-                self._insert(got_cid.multihash, got)
-                fd = claims.pop(got_cid.multihash, None)
-                if fd is not None:  # cached: the readers waiting for it can read it now
-                    self._release(got_cid.multihash, fd)
             data = pending[cid]
             uses[cid] -= 1
             if uses[cid] == 0:

@@ -87,7 +87,7 @@ class Client:
         if retry_budget is not None and not retry_budget >= 0:
             raise ValueError(f"retry_budget must be >= 0 seconds, got {retry_budget!r}")
         self.retry_budget = settings.retry_budget if retry_budget is None else float(retry_budget)
-        self.timeouts = settings  # connect/read timeouts and kubo_offline
+        self._network = settings  # connect/read timeouts and kubo_offline for the remote sources
         self.metrics = metrics
         self._pid = os.getpid()
         self._forked: tuple[int, Client] | None = None
@@ -109,7 +109,7 @@ class Client:
         """store -> cache -> (Kubo, gateways), with the timeouts and retry budget of the
         settings. With both remote kinds, Kubo fails over to the gateways at once (no
         budget of its own) and the gateways carry the budget."""
-        t = self.timeouts
+        t = self._network
         if self.api:
             from torch_ipfs.sources.kubo import KuboSource
 
@@ -197,7 +197,7 @@ class Client:
         if chain is None:
             from torch_ipfs.sources.gateway import GatewaySource
 
-            t = self.timeouts
+            t = self._network
             pasted = GatewaySource(
                 [gateway], timeout=max(30.0, t.read_timeout), connect_timeout=t.connect_timeout,
                 stall_timeout=t.read_timeout, retry_budget=self.retry_budget,

@@ -80,17 +80,22 @@ class _ErrorType(type):
         return super().__call__(*args, **kwargs)
 
 
+class _Message:
+    """``error.message``: its text. On the class it is this (truthy) object, which is what
+    makes torch's re-raise use ``message=``; a subclass may still set ``self.message``
+    (no ``__set__``: an instance value wins)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else str(obj)
+
+
 class IPFSError(Exception, metaclass=_ErrorType):
     """Root of every error torch_ipfs raises on purpose."""
 
     #: Defaults for errors rebuilt from a message alone (see :class:`_ErrorType`).
     cid: object = None
     source: str = ""
-
-    @property
-    def message(self) -> str:
-        """The error's text (what ``str()`` gives)."""
-        return str(self)
+    message = _Message()
 
     def __str__(self) -> str:
         # OSError subclasses would format (errno, strerror); ours always carry one message

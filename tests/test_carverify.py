@@ -146,7 +146,7 @@ def test_verifier_dups() -> None:
     for cid in expected:
         verifier.push(cid, store.get(cid))
     verifier.finish()
-    assert verifier._inner and all(decode_node(b).links for b in verifier._inner.values())
+    assert verifier._walk._inner and all(decode_node(b).links for b in verifier._walk._inner.values())
 
 
 def test_verifier_hamt_paths_and_scopes() -> None:

@@ -18,9 +18,20 @@ __all__ = ["add", "cat", "export_car", "get", "import_car", "ls", "open", "stat"
 Address = str | CID | IPFSPath
 
 
-def add(target: str | os.PathLike[str] | bytes | BinaryIO, **options: object) -> CID:
+def add(
+    target: str | os.PathLike[str] | bytes | BinaryIO, *, recursive: bool | None = None, **options: object
+) -> CID:
     """Import a file, directory, bytes or stream into the embedded store and pin it; return
-    the root CID (the CID ``ipfs add`` gives for the same input and options)."""
+    the root CID (the CID ``ipfs add`` gives for the same input and options).
+
+    ``recursive`` is ``ipfs add -r``: directories are added whole without it too, and
+    ``recursive=False`` refuses a directory as Kubo does without ``-r``. ``options`` are
+    :class:`~torch_ipfs.unixfs.importer.ImportOptions` fields and ``pin``/``only_hash``/``wrap``.
+    """
+    if recursive is False and isinstance(target, (str, os.PathLike)) and os.path.isdir(target):
+        raise IsADirectoryError(
+            f"{os.fspath(target)} is a directory: add it with recursive=True (ipfs add -r)"
+        )
     return default_client().add(target, **options)
 
 

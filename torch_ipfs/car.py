@@ -169,11 +169,11 @@ class _CborReader:
                 out[key] = self.item(depth + 1)
             return out
         if major == 6 and value == 42:
-            raw = self.item(depth + 1)
-            if not isinstance(raw, bytes) or raw[:1] != b"\x00":
+            tagged = self.item(depth + 1)
+            if not isinstance(tagged, bytes) or tagged[:1] != b"\x00":
                 raise self.fail("tag 42 must wrap bytes starting with 0x00")
             try:
-                return CID.decode(raw[1:])
+                return CID.decode(tagged[1:])
             except InvalidCIDError as e:
                 raise self.fail(f"bad root CID: {e.reason}") from None
         if major == 7 and value in (20, 21, 22):

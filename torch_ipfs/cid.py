@@ -54,6 +54,14 @@ _CODEC_NAMES = {v: k for k, v in CODECS.items()}
 #: Multibase names accepted by :meth:`CID.encode`.
 BASES = ("base32", "base58btc", "base36", "base16", "base64url", "base32upper")
 
+#: Entries in each memo cache below (text <-> CID): enough for the working set of a
+#: read, and with digests capped (multihash) at most a few MiB, whatever callers send.
+_MEMO_SIZE = 8192
+#: The longest text a CID can have: base16 of a 1 + 9 + 9 + 9 + 128-byte binary CID.
+MAX_CID_TEXT = 1 + 2 * (1 + 9 + 9 + 9 + 128)
+
+_SHA2_256 = multihash.SHA2_256  # the module name is shadowed by CID.multihash in the class
+
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -90,6 +98,8 @@ class CID:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return _decode_bytes(bytes(value))
         if isinstance(value, str):
+            if len(value) > MAX_CID_TEXT:  # refused before it can reach the memo cache
+                raise InvalidCIDError(value[:64] + "...", f"longer than {MAX_CID_TEXT} characters")
             return _decode_text(value)
         raise InvalidCIDError(value, f"expected str or bytes, got {type(value).__name__}")
 
@@ -100,7 +110,7 @@ class CID:
         codec: int = RAW,
         *,
         version: int = 1,
-        hash_code: int = multihash.SHA2_256,
+        hash_code: int = _SHA2_256,
     ) -> CID:
         """The CID of a block of ``data`` encoded with ``codec``."""
         return cls(version, codec, multihash.digest(data, hash_code))
@@ -168,19 +178,19 @@ class CID:
         verify_block(self, data, source)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_MEMO_SIZE)
 def _to_bytes(cid: CID) -> bytes:
     if cid.version == 0:
         return cid.multihash
     return b"\x01" + encode_varint(cid.codec) + cid.multihash
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_MEMO_SIZE)
 def _to_text(cid: CID) -> str:
     return cid.encode()
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_MEMO_SIZE)
 def _decode_text(text: str) -> CID:
     if not text:
         raise InvalidCIDError(text, "empty string")
@@ -270,10 +280,13 @@ def parse_address(address: str | CID | IPFSPath) -> IPFSPath:
     if text.startswith("ipfs://"):
         rest = text[len("ipfs://"):]
     elif text.startswith(("http://", "https://")):
-        url = urlsplit(text)
-        host = url.hostname or ""
+        try:  # urllib raises plain ValueError for a bad port or an unclosed IPv6 bracket
+            url = urlsplit(text)
+            host = url.hostname or ""
+            port = f":{url.port}" if url.port else ""
+        except ValueError as e:
+            raise InvalidCIDError(address, f"not a valid URL ({e})") from e
         m = _SUBDOMAIN.match(host)
-        port = f":{url.port}" if url.port else ""
         if m:
             rest = m.group("cid") + url.path
             gateway = f"{url.scheme}://{m.group('host')}{port}"

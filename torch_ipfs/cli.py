@@ -1,22 +1,31 @@
 """``torch-ipfs``: the command line, modelled on Kubo's so users' habits carry over.
 
 This is the only module that prints or sets exit codes. User errors (a bad CID, a
-missing file, an unreachable source) are one line on stderr and exit status 1, never a
-traceback; ``TORCH_IPFS_DEBUG=1`` shows the traceback.
+missing file, an unreachable source, a dataset that cannot be built) are one line on
+stderr and exit status 1, never a traceback; ``TORCH_IPFS_DEBUG=1`` shows the traceback.
+
+Long operations (``add``, ``get``, ``dag export``, ``dag import``, ``export``) draw a
+tqdm bar on stderr when it is a terminal; ``-q`` turns it off.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch_ipfs.errors import IPFSError
 
 __all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A user error with its message ready (printed as one ``Error:`` line)."""
 
 
 def _bool(text: str) -> bool:
@@ -52,6 +61,123 @@ def _client():
     return Client()
 
 
+# -- progress --------------------------------------------------------------------------
+
+
+def _bar(enabled: bool, total: Callable[[], int], desc: str) -> Any:
+    """A tqdm bar of bytes on stderr, or ``None`` when off (asked, or stderr no terminal).
+    ``total`` is called only when the bar is drawn. Counted bytes are those of blocks,
+    a little more than the files' (DAG nodes): :func:`_done` clamps the end."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    try:  # a terminal reporting a 0x0 size (some ptys) would get no bar at all from tqdm
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        size = shutil.get_terminal_size()
+    return tqdm(total=total(), desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.2,
+                file=sys.stderr, ncols=size.columns or 80, nrows=size.lines or 24)  # fmt: skip
+
+
+class _CountingReads:
+    """Wraps a client's block source: every block delivered advances the bar."""
+
+    def __init__(self, source: Any, bar: Any) -> None:
+        self._source, self._bar = source, bar
+
+    def get(self, cid: Any) -> bytes:
+        data = self._source.get(cid)
+        self._bar.update(len(data))
+        return data
+
+    def get_many(self, cids: Any) -> Any:
+        for cid, data in self._source.get_many(cids):
+            self._bar.update(len(data))
+            yield cid, data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+
+class _CountingWrites:
+    """Wraps the embedded store: every block written advances the bar."""
+
+    def __init__(self, store: Any, bar: Any) -> None:
+        self._store, self._bar = store, bar
+
+    def put(self, cid: Any, data: bytes) -> None:
+        self._store.put(cid, data)
+        self._bar.update(len(data))
+
+    def put_hashed(self, cid: Any, data: bytes) -> None:
+        self._store.put_hashed(cid, data)
+        self._bar.update(len(data))
+
+    def put_many(self, blocks: Any) -> None:
+        def counted() -> Any:
+            for cid, data in blocks:
+                self._bar.update(len(data))
+                yield cid, data
+
+        self._store.put_many(counted())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _CountingFile:
+    """A binary file whose reads advance the bar."""
+
+    def __init__(self, fh: Any, bar: Any) -> None:
+        self._fh, self._bar = fh, bar
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._bar.update(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._fh.readinto(buffer)
+        self._bar.update(n or 0)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+def _file_bytes(paths: Sequence[str]) -> int:
+    """Bytes of the regular files under ``paths`` (symlinks not followed), for a bar's total."""
+    total = 0
+    for target in paths:
+        if os.path.isfile(target) and not os.path.islink(target):
+            total += os.path.getsize(target)
+        for root, _dirs, files in os.walk(target):
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    total += os.path.getsize(path)
+    return total
+
+
+def _done(bar: Any) -> None:
+    if bar is not None:
+        if bar.total is not None and bar.n != bar.total:
+            bar.n = bar.total
+            bar.refresh()
+        bar.close()
+
+
+def _reading_with_bar(client: Any, address: str, enabled: bool, desc: str) -> Any:
+    """Make ``client``'s reads advance a bar sized by the DAG under ``address``."""
+    bar = _bar(enabled, lambda: client.stat(address).cumulative_size, desc)
+    if bar is not None:
+        client.source = _CountingReads(client.source, bar)
+    return bar
+
+
 # -- commands --------------------------------------------------------------------------
 
 
@@ -70,10 +196,18 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise IPFSError("-w with several paths is not supported; put them in one folder and add that")
     client = _client()
     last = None
-    for target in args.paths:
-        entries = client.add_all(
-            Path(target), pin=args.pin, only_hash=args.only_hash, wrap=args.wrap_with_directory, **options
-        )
+    bar = _bar(not (args.quiet or args.quieter or args.only_hash), lambda: _file_bytes(args.paths), "add")
+    if bar is not None:
+        client.store = _CountingWrites(client.store, bar)
+    try:
+        added = [
+            client.add_all(Path(t), pin=args.pin, only_hash=args.only_hash, wrap=args.wrap_with_directory,
+                           **options)  # fmt: skip
+            for t in args.paths
+        ]
+    finally:
+        _done(bar)
+    for entries in added:
         last = entries[-1].cid
         if args.quieter:
             continue
@@ -115,7 +249,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     client = _client()
     target = Path(args.output or parse_name(args.address))
-    client.get(args.address, target)
+    bar = _reading_with_bar(client, args.address, not args.quiet, "get")
+    try:
+        client.get(args.address, target, symlinks=args.symlinks)
+    finally:
+        _done(bar)
     print(f"Saving file(s) to {target}")
     return 0
 
@@ -129,17 +267,24 @@ def parse_name(address: str) -> str:
 
 def cmd_dag_export(args: argparse.Namespace) -> int:
     client = _client()
-    if args.output:
-        client.export_car(args.address, args.output)
-    else:
-        client.export_car(args.address, sys.stdout.buffer)
+    bar = _reading_with_bar(client, args.address, not args.quiet, "dag export")
+    try:
+        client.export_car(args.address, args.output if args.output else sys.stdout.buffer)
+    finally:
+        _done(bar)
     return 0
 
 
 def cmd_dag_import(args: argparse.Namespace) -> int:
     client = _client()
     for car in args.files:
-        for root in client.import_car(car, pin=args.pin_roots):
+        bar = _bar(not args.quiet, functools.partial(os.path.getsize, car), "dag import")
+        try:
+            with open(car, "rb") as fh:
+                roots = client.import_car(fh if bar is None else _CountingFile(fh, bar), pin=args.pin_roots)
+        finally:
+            _done(bar)
+        for root in roots:
             print(f"Pinned root\t{root}\tsuccess" if args.pin_roots else f"Imported root\t{root}")
     return 0
 
@@ -184,7 +329,7 @@ def cmd_repo_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from torch_ipfs.report import cmd_report as run_report
+    from torch_ipfs.cli_report import cmd_report as run_report
 
     code, text = run_report(args)
     (sys.stdout if code == 0 else sys.stderr).write(text)
@@ -210,7 +355,17 @@ def _key_value(text: str) -> tuple[str, str]:
 def cmd_export(args: argparse.Namespace) -> int:
     from torch_ipfs.exporter import dataset_from_spec, export
 
-    dataset = dataset_from_spec(args.dataset, root=args.root, kwargs=dict(args.arg))
+    try:
+        dataset = dataset_from_spec(args.dataset, root=args.root, kwargs=dict(args.arg))
+    except (IPFSError, OSError, ValueError):
+        raise
+    except Exception as e:  # the user's dataset class refused: say so, no traceback
+        where = f" with --root {args.root}" if args.root else ""
+        raise CommandError(
+            f"cannot build dataset {args.dataset}{where}: {type(e).__name__}: {e} "
+            "(torch-ipfs export never downloads: fetch the data first, e.g. with torchvision's "
+            "download=True, and point --root at it)"
+        ) from e
     destination = f"car:{args.car}" if args.car else f"kubo:{args.kubo}" if args.kubo else "store"
     cid = export(
         dataset,
@@ -271,18 +426,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("get", help="write a file or directory to disk")
     p.add_argument("address")
     p.add_argument("-o", "--output", help="where to write (default: the last path segment, or the CID)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--symlinks", action="store_true", help="write symlink entries as links (refused otherwise)"
+    )
     p.set_defaults(func=cmd_get)
 
     dag = sub.add_parser("dag", help="CAR import/export").add_subparsers(dest="dag_command", required=True)
     p = dag.add_parser("export", help="write a DAG as a CARv1 to stdout (or -o FILE)")
     p.add_argument("address")
     p.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dag_export)
     p = dag.add_parser("import", help="import CAR files (v1 or v2), verifying every block")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument(
         "--pin-roots", type=_bool, default=True, metavar="BOOL", help="pin the CAR's roots (default true)"
     )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dag_import)
 
     block = sub.add_parser("block", help="raw blocks").add_subparsers(dest="block_command", required=True)
@@ -302,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("addresses", nargs="+")
     p.set_defaults(func=cmd_pin_rm)
 
-    repo = sub.add_parser("repo", help="the embedded store")
-    repo = repo.add_subparsers(dest="repo_command", required=True)
+    repo_parser = sub.add_parser("repo", help="the embedded store")
+    repo = repo_parser.add_subparsers(dest="repo_command", required=True)
     p = repo.add_parser("gc", help="remove every block not reachable from a pin")
     p.set_defaults(func=cmd_repo_gc)
 
@@ -330,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-Q", "--quiet", action="store_true", help="print only the root CID")
     p.set_defaults(func=cmd_export)
 
-    from torch_ipfs.report import add_report_arguments
+    from torch_ipfs.cli_report import add_report_arguments
 
     p = sub.add_parser("report", help="HTML report with plots of a loader run's metrics")
     add_report_arguments(p)
@@ -370,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except BrokenPipeError:  # `torch-ipfs cat X | head`
         return 0
-    except (IPFSError, OSError, ValueError) as e:
+    except (IPFSError, OSError, ValueError, CommandError) as e:
         if os.environ.get("TORCH_IPFS_DEBUG"):
             raise
         print(f"Error: {e}", file=sys.stderr)

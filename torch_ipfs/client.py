@@ -15,10 +15,12 @@ verified against its CID before it is used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.config import Settings, parse_size
-from torch_ipfs.errors import UnixFSFormatError
+from torch_ipfs.errors import UnixFSFormatError, UnsafePathError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
 
@@ -268,31 +270,55 @@ class Client:
         path = parse_address(address)
         return stat(self._source_for(path), self.resolve(path))
 
-    def get(self, address: str | CID | IPFSPath, target: str | os.PathLike[str]) -> None:
+    def get(
+        self, address: str | CID | IPFSPath, target: str | os.PathLike[str], *, symlinks: bool = False
+    ) -> None:
         """Write the file or directory tree at ``address`` to ``target`` (like ``ipfs get``).
 
-        Each file is written to a temporary name and renamed when complete and verified
-        (a failed read leaves no partial file behind); symlinks are recreated as symlinks.
-        Entry names that could escape ``target`` are refused.
+        The DAG is untrusted, so extraction never leaves ``target``:
+
+        - entry names that are empty, ``.``/``..``, or contain ``/`` or NUL, and two
+          entries with the same name in one directory, are refused;
+        - nothing below ``target`` is reached through a path: every file and directory is
+          created relative to its verified parent directory's descriptor with
+          ``O_NOFOLLOW``, so an existing symlink is never followed (it is an error, or,
+          for a file, replaced by the new file);
+        - each file is written into a private temporary directory beside ``target``
+          (created ``O_EXCL``, mode 0700) and renamed into place once complete and
+          verified: a failed read leaves no partial file, and no ``name.part`` beside it;
+        - symlinks are written as links only with ``symlinks=True`` (never followed while
+          writing); otherwise a symlink entry is refused.
+
+        A refused entry raises :class:`~torch_ipfs.errors.UnsafePathError` naming its
+        path; the files written before it stay (each complete).
         """
-        from torch_ipfs.unixfs.reader import UnixFSFile, ls, stat
+        from torch_ipfs.unixfs.reader import UnixFSFile, stat
 
         path = parse_address(address)
         source = self._source_for(path)
-        todo = [(self.resolve(path), Path(target))]
-        while todo:
-            cid, dest = todo.pop()
-            kind = stat(source, cid).type
+        root = self.resolve(path)
+        dest = Path(target)
+        kind = stat(source, root).type
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _Extraction(dest.parent, symlinks) as out:
             if kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-                for entry in ls(source, cid, resolve_types=False):  # stat() types each one next
-                    if entry.name in ("", ".", "..") or "/" in entry.name or "\0" in entry.name:
-                        raise UnixFSFormatError(f"refusing directory entry name {entry.name!r} in {cid}")
-                    todo.append((entry.cid, dest / entry.name))
-            elif kind == "symlink":
-                _replace_with_symlink(dest, _symlink_target(cid, source.get(cid)))
-            else:
-                _write_atomically(dest, _copy_pieces(UnixFSFile(source, cid).iter_chunks()))
+                dest.mkdir(exist_ok=True)
+                top = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    out.tree(source, root, top, str(dest))
+                finally:
+                    os.close(top)
+                return
+            parent = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if kind == "symlink":
+                    out.symlink(parent, dest.name, _symlink_target(root, source.get(root)), str(dest))
+                elif kind == "file":
+                    out.file(parent, dest.name, UnixFSFile(source, root).iter_chunks(), str(dest))
+                else:
+                    raise UnsafePathError(str(dest), f"{root} is neither a file, a directory nor a symlink")
+            finally:
+                os.close(parent)
 
     def block_get(self, cid: str | CID) -> bytes:
         """One verified block."""
@@ -405,11 +431,12 @@ class _Prefetcher:
 
 
 def _write_atomically(dest: Path, write: Callable[[BinaryIO], T]) -> T:
-    """Run ``write(fh)`` on ``dest.part`` and rename it to ``dest`` when it returns; on
-    any error the partial file is removed. Returns what ``write`` returned."""
-    tmp = dest.with_name(dest.name + ".part")
+    """Run ``write(fh)`` on a fresh temporary file beside ``dest`` (random name, created
+    ``O_EXCL``, so never an existing file or link) and rename it to ``dest`` when it
+    returns; on any error the partial file is removed. Returns what ``write`` returned."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             result = write(fh)
         os.replace(tmp, dest)
     except BaseException:
@@ -417,14 +444,6 @@ def _write_atomically(dest: Path, write: Callable[[BinaryIO], T]) -> T:
             os.unlink(tmp)
         raise
     return result
-
-
-def _copy_pieces(pieces: Iterable[bytes]) -> Callable[[BinaryIO], None]:
-    def write(fh: BinaryIO) -> None:
-        for piece in pieces:
-            fh.write(piece)
-
-    return write
 
 
 def _symlink_target(cid: CID, block: bytes) -> str:
@@ -437,14 +456,164 @@ def _symlink_target(cid: CID, block: bytes) -> str:
         raise UnixFSFormatError(f"{cid}: symlink target is not UTF-8") from None
 
 
-def _replace_with_symlink(dest: Path, target: str) -> None:
-    if "\0" in target:
-        raise UnixFSFormatError(f"refusing symlink target {target!r} for {dest}")
-    tmp = dest.with_name(dest.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
+def _check_name(name: str, where: str) -> None:
+    """Refuse a directory entry name that could leave its directory."""
+    if name in ("", ".", ".."):
+        raise UnsafePathError(f"{where}/{name}", f"entry name {name!r} is not a file name")
+    if "/" in name or "\0" in name:
+        raise UnsafePathError(f"{where}/{name}", f"entry name {name!r} contains '/' or NUL")
+
+
+#: errno values that mean "the tree on disk is not what the DAG says" (a symlink where a
+#: directory goes, a directory where a file goes, ...): refused, never worked around.
+_UNSAFE_ERRNOS = {
+    errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG, errno.EMLINK
+}
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class _Extraction:
+    """The file system side of :meth:`Client.get`: a private temporary directory in
+    ``parent`` and operations relative to directory descriptors, none following links."""
+
+    def __init__(self, parent: Path, symlinks: bool) -> None:
+        self.parent = parent
+        self.symlinks = symlinks
+        self.tmp = ""
+        self.tmp_fd = -1
+        self._count = 0
+
+    def __enter__(self) -> _Extraction:
+        self.tmp = tempfile.mkdtemp(prefix=".torch-ipfs-get-", dir=self.parent)  # 0700, O_EXCL
+        self.tmp_fd = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in os.listdir(self.tmp_fd):  # only after a failure
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.tmp_fd)
+        os.close(self.tmp_fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.tmp)
+
+    def _temp_name(self) -> str:
+        self._count += 1
+        return f"{self._count}"
+
+    def _into_place(self, tmp_name: str, dir_fd: int, name: str, where: str) -> None:
+        try:
+            os.rename(tmp_name, name, src_dir_fd=self.tmp_fd, dst_dir_fd=dir_fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=self.tmp_fd)
+            if e.errno in _UNSAFE_ERRNOS:
+                raise UnsafePathError(where, f"cannot put it in place ({e.strerror})") from e
+            raise
+
+    def file(self, dir_fd: int, name: str, pieces: Iterable[bytes], where: str) -> None:
+        """Write ``pieces`` to a fresh temporary file, then rename it to ``dir_fd/name``
+        (replacing a file or symlink there, never writing through one)."""
+        tmp_name = self._temp_name()
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=self.tmp_fd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for piece in pieces:
+                    fh.write(piece)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=self.tmp_fd)
+            raise
+        self._into_place(tmp_name, dir_fd, name, where)
+
+    def symlink(self, dir_fd: int, name: str, target: str, where: str) -> None:
+        if not self.symlinks:
+            raise UnsafePathError(where, f"is a symlink (to {target!r}); pass symlinks=True to write links")
+        if "\0" in target:
+            raise UnsafePathError(where, f"symlink target {target!r} contains NUL")
+        tmp_name = self._temp_name()
+        os.symlink(target, tmp_name, dir_fd=self.tmp_fd)
+        self._into_place(tmp_name, dir_fd, name, where)
+
+    def subdir(self, dir_fd: int, name: str, where: str) -> int:
+        """Create (or reuse a real directory) ``dir_fd/name``; return its descriptor."""
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=dir_fd)
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in _UNSAFE_ERRNOS:
+                raise UnsafePathError(where, f"exists and is not a directory ({e.strerror})") from e
+            raise
+
+    def tree(self, source: BlockSource, root: CID, top_fd: int, top: str) -> None:
+        """Write the directory ``root`` into ``top_fd``. Iterative: a stack of directories
+        still to write, each opened from its parent's descriptor when its turn comes (a
+        parent's descriptor stays open while children of it wait: at most one per level
+        of the current path)."""
+        from torch_ipfs.unixfs.reader import UnixFSFile, ls
+        from torch_ipfs.unixfs.walk import MAX_DAG_DEPTH
+
+        # (cid, the parent directory, entry name, path for messages, depth); the root's
+        # parent is None: it is filled through top_fd itself.
+        stack: list[tuple[CID, _DirHandle | None, str, str, int]] = [(root, None, "", top, 0)]
+        try:
+            while stack:
+                cid, parent, name, where, depth = stack.pop()
+                if depth > MAX_DAG_DEPTH:
+                    if parent is not None:
+                        parent.release()
+                    raise UnsafePathError(where, f"more than {MAX_DAG_DEPTH} nested directories")
+                if parent is None:
+                    here_dir = _DirHandle(os.dup(top_fd))
+                else:
+                    try:
+                        here_dir = _DirHandle(self.subdir(parent.fd, name, where))
+                    finally:
+                        parent.release()
+                try:
+                    entries = ls(source, cid)
+                    seen: set[str] = set()
+                    for entry in entries:
+                        _check_name(entry.name, where)
+                        if entry.name in seen:
+                            raise UnsafePathError(f"{where}/{entry.name}", "a second entry with this name")
+                        seen.add(entry.name)
+                    subdirs = []
+                    for entry in entries:
+                        path = f"{where}/{entry.name}"
+                        if entry.type == "dir":
+                            subdirs.append((entry.cid, here_dir, entry.name, path, depth + 1))
+                        elif entry.type == "file":
+                            pieces = UnixFSFile(source, entry.cid).iter_chunks()
+                            self.file(here_dir.fd, entry.name, pieces, path)
+                        elif entry.type == "symlink":
+                            block = source.get(entry.cid)
+                            self.symlink(here_dir.fd, entry.name, _symlink_target(entry.cid, block), path)
+                        else:
+                            raise UnsafePathError(path, f"{entry.cid} is not a file, directory or symlink")
+                    here_dir.refs += len(subdirs)  # released as each is opened
+                    stack.extend(reversed(subdirs))
+                finally:
+                    here_dir.release()
+        finally:
+            for _, waiting, _, _, _ in stack:
+                if waiting is not None:
+                    waiting.release()
+
+
+class _DirHandle:
+    """A directory descriptor shared by the entries still to be created in it."""
+
+    __slots__ = ("fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.refs = fd, 1
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            os.close(self.fd)
 
 
 _ENV_VARS = (

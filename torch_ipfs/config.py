@@ -14,6 +14,9 @@
                            attempt (default 60: rides out a gateway or node restart)
 ``TORCH_IPFS_KUBO_OFFLINE`` ``1``/``true``: ask the Kubo node for blocks it already has
                            only, so a missing block fails at once (default off)
+``TORCH_IPFS_MAX_SAMPLE_BYTES``
+                           the largest sample a dataset reads (sizes as above; default
+                           256 MiB); a larger one is a ``SampleTooLargeError``
 =========================  ===========================================================
 
 docs/sources.md explains the defaults.
@@ -23,6 +26,7 @@ Nothing here touches the disk or the network: it only reads the environment.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -32,10 +36,12 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_SAMPLE_BYTES",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_BUDGET",
     "Settings",
     "default_home",
+    "max_sample_bytes",
     "parse_size",
 ]
 
@@ -47,6 +53,7 @@ ENV_CONNECT_TIMEOUT = "TORCH_IPFS_CONNECT_TIMEOUT"
 ENV_READ_TIMEOUT = "TORCH_IPFS_READ_TIMEOUT"
 ENV_RETRY_BUDGET = "TORCH_IPFS_RETRY_BUDGET"
 ENV_KUBO_OFFLINE = "TORCH_IPFS_KUBO_OFFLINE"
+ENV_MAX_SAMPLE_BYTES = "TORCH_IPFS_MAX_SAMPLE_BYTES"
 
 #: Default size limit of the disk cache in front of remote sources.
 DEFAULT_CACHE_BYTES = 10 * 1024**3
@@ -58,6 +65,10 @@ DEFAULT_READ_TIMEOUT = 15.0
 #: How long one block read retries a source that is down before it fails: a gateway or
 #: node restart (tens of seconds) must not kill a training job.
 DEFAULT_RETRY_BUDGET = 60.0
+
+#: Default per-sample byte limit: far above any real image, clip or text sample (video
+#: datasets raise it), far below what a hostile 2^50-byte "file" would take.
+DEFAULT_MAX_SAMPLE_BYTES = 256 * 1024**2
 
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -134,6 +145,7 @@ class Settings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     retry_budget: float = DEFAULT_RETRY_BUDGET
     kubo_offline: bool = False
+    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -161,4 +173,24 @@ class Settings:
             read_timeout=read,
             retry_budget=parse_seconds(ENV_RETRY_BUDGET, env.get(ENV_RETRY_BUDGET, ""), DEFAULT_RETRY_BUDGET),
             kubo_offline=parse_bool(ENV_KUBO_OFFLINE, env.get(ENV_KUBO_OFFLINE, "")),
+            max_sample_bytes=max_sample_bytes(env),
         )
+
+
+def max_sample_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """The per-sample byte limit: ``$TORCH_IPFS_MAX_SAMPLE_BYTES`` (``256MiB``, ``1G``,
+    a byte count) or :data:`DEFAULT_MAX_SAMPLE_BYTES`. Read on every call, so a change
+    of the variable applies to the next sample."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_MAX_SAMPLE_BYTES, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SAMPLE_BYTES
+    return _parse_limit(raw)
+
+
+@functools.lru_cache(maxsize=8)  # the same few strings, once per sample
+def _parse_limit(raw: str) -> int:
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise ValueError(f"{ENV_MAX_SAMPLE_BYTES}: {e}") from None

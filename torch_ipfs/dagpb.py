@@ -124,11 +124,11 @@ class UnixFSData:
                         node.mode = value
                 elif num in (2, 8):
                     _expect(wt, _LEN, num)
-                    value, pos = _read_bytes(buf, pos)
+                    field_bytes, pos = _read_bytes(buf, pos)
                     if num == 2:
-                        node.data = value
+                        node.data = field_bytes
                     else:
-                        node.mtime = _decode_mtime(value)
+                        node.mtime = _decode_mtime(field_bytes)
                 else:
                     raise UnixFSFormatError(f"unknown UnixFS field {num}")
         except ValueError as e:

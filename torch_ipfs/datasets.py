@@ -17,6 +17,11 @@ docs/layouts.md), or a list of :class:`~torch_ipfs.formats.detect.IPFSObject` as
 - ``fields=("png", "cls")`` picks fields into a tuple (for WebDataset tars made elsewhere);
 - otherwise a sample is a dict of its fields (``transform`` receives the dict).
 
+``items="files"`` gives each sample as ``(file_name, file_bytes)`` instead, undecoded: the
+item the ``ipfs-dataset`` package handed out (its classes in
+:mod:`torch_ipfs.compat.ipfs_dataset` set it; one file per sample, as in a zip or tar of
+images, or a plain file).
+
 Errors in one sample follow ``on_error``: ``"raise"`` (default), ``"warn"`` or
 ``"skip"``; every skipped sample is logged and counted in :attr:`skipped` (per process:
 each DataLoader worker counts its own).
@@ -35,7 +40,7 @@ from typing import Any
 import torch.utils.data
 
 from torch_ipfs.decoders import Decoder, PickleRefusedError
-from torch_ipfs.errors import IPFSError
+from torch_ipfs.errors import IPFSError, SampleError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema
 from torch_ipfs.formats.detect import IPFSObject, RemoteFileType, open_layout
 from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset
@@ -45,14 +50,7 @@ __all__ = ["IPFSDataset", "IPFSIterableDataset", "IPFSObject", "RemoteFileType",
 log = logging.getLogger(__name__)
 
 _ON_ERROR = ("raise", "warn", "skip")
-
-
-class SampleError(IPFSError):
-    """A sample that could not be read or decoded (``.index`` / ``.key`` say which)."""
-
-    def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
-        self.index, self.key = index, key
-        super().__init__(message)
+_ITEMS = ("samples", "files")
 
 
 def _check_option(name: str, value: str, valid: Sequence[str]) -> str:
@@ -69,7 +67,7 @@ class _SampleReader:
     def __init__(
         self,
         root: Any,
-        *,
+        *positional: Any,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         decode: Any = "auto",
@@ -79,8 +77,17 @@ class _SampleReader:
         allow_pickle: bool = False,
         sample_rate: int | None = None,
         layout: str | None = None,
+        items: str = "samples",
     ) -> None:
+        if positional:
+            raise TypeError(
+                f"{type(self).__name__} takes one positional argument (the root); "
+                f"{type(self).__name__}(ipfs_objs, ipfs_api_address[, shuffle_urls]) is the ipfs-dataset "
+                "package's signature: import it from torch_ipfs.compat.ipfs_dataset, or pass "
+                "client=torch_ipfs.Client(api=ipfs_api_address)"
+            )
         self.root = root
+        self.items = _check_option("items", items, _ITEMS)
         self.transform = transform
         self.target_transform = target_transform
         self.on_error = _check_option("on_error", on_error, _ON_ERROR)
@@ -111,6 +118,16 @@ class _SampleReader:
         """Sample ``index`` as undecoded fields (reads only its bytes)."""
         return self.layout.read_sample(index)
 
+    def read_file(self, index: int) -> tuple[str, bytes]:
+        """Sample ``index`` as ``(file_name, file_bytes)``, undecoded (see :func:`file_of`)."""
+        return file_of(self.read_raw(index))
+
+    def make_item(self, raw: RawSample) -> Any:
+        """What ``ds[i]`` and iteration hand out for a raw sample: decoded (``items=
+        "samples"``) or ``(file_name, file_bytes)`` (``items="files"``). The one place the
+        two item kinds part."""
+        return file_of(raw) if self.items == "files" else self.decode_sample(raw)
+
     def decode_sample(self, raw: RawSample) -> Any:
         """Decode, assemble and transform a raw sample into what ``__getitem__`` returns."""
         schema = self.schema
@@ -135,11 +152,11 @@ class _SampleReader:
             value = next(iter(decoded.values()))
             return self.transform(value) if self.transform is not None else value
         sample = {raw.keys.get(f) or schema.keys.get(f, f): v for f, v in decoded.items()}
-        label = schema.label_field
-        if label is not None:
-            label = raw.keys.get(label) or schema.keys.get(label, label)
-        if self.target_transform is not None and label in sample:
-            sample[label] = self.target_transform(sample[label])
+        label_key = schema.label_field
+        if label_key is not None:
+            label_key = raw.keys.get(label_key) or schema.keys.get(label_key, label_key)
+        if self.target_transform is not None and label_key in sample:
+            sample[label_key] = self.target_transform(sample[label_key])
         if schema.with_key:
             sample["__key__"] = raw.key
         return self.transform(sample) if self.transform is not None else sample
@@ -178,6 +195,26 @@ class _SampleReader:
                 lines = repr(value).splitlines()
                 body += [f"{name.replace('_', ' ').capitalize()}: {lines[0]}"] + lines[1:]
         return "\n".join([head] + [" " * self._repr_indent + line for line in body])
+
+
+def file_of(raw: RawSample) -> tuple[str, bytes]:
+    """``(file_name, file_bytes)`` of a sample that is one file: a zip or tar member
+    (its name rebuilt from key and extension), a folder file or a plain file. Non-file
+    fields (a folder's ``metadata.txt`` label) are left out; a sample grouping several
+    files (``a.png`` + ``a.txt``) raises :class:`SampleError` naming them."""
+    blobs = [(f, v) for f, v in raw.fields.items() if isinstance(v, (bytes, bytearray, memoryview))]
+    if len(blobs) != 1:
+        names = sorted(f for f, _ in blobs)
+        what = f"files {names}" if blobs else f"no file, only fields {sorted(raw.fields)}"
+        raise SampleError(
+            f"sample {raw.key!r} has {what}; items='files' hands out one file per sample "
+            "(use items='samples' for grouped or JSON samples)",
+            key=raw.key,
+        )
+    name, data = blobs[0]
+    stem = raw.key.rsplit("/", 1)[-1]
+    file_name = raw.key if raw.key.endswith("." + name) or "." in stem else f"{raw.key}.{name}"
+    return file_name, bytes(data)
 
 
 def _pick(decoded: dict[str, Any], wanted: str, key: str) -> Any:
@@ -226,7 +263,7 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         for attempt in range(n):
             i = (index + attempt) % n
             try:
-                return self.decode_sample(self.read_raw(i))
+                return self.make_item(self.read_raw(i))
             except (IPFSError, OSError, ValueError) as e:
                 self._failed(e, f"sample {i}")
         raise SampleError(f"{self.layout.where}: no sample could be read (all {n} failed)", index=index)
@@ -254,9 +291,15 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
     """
 
     def __init__(
-        self, root: Any, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False, **options: Any
+        self,
+        root: Any,
+        *positional: Any,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        **options: Any,
     ) -> None:
-        _SampleReader.__init__(self, root, **options)
+        _SampleReader.__init__(self, root, *positional, **options)
         ShardedIterableDataset.__init__(self, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._prefetching: tuple[int, SampleSpan, Future[int]] | None = None
 
@@ -312,7 +355,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                     yield SKIPPED
                 return
             try:
-                sample = self.decode_sample(raw)
+                sample = self.make_item(raw)
             except (IPFSError, OSError, ValueError) as e:
                 self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
                 yield SKIPPED

@@ -14,14 +14,17 @@ catch either::
     │   ├── CIDFormatError                  (reserved for multicodec tables)
     │   ├── UnixFSFormatError               dag-pb / UnixFS that breaks the spec
     │   ├── CARFormatError                  a CAR stream that breaks the spec
-    │   └── ManifestError                   a dataset manifest or archive we refuse
+    │   ├── ManifestError                   a dataset manifest or archive we refuse
+    │   └── UnsafePathError                 an entry ``get`` refuses to write (``.path``)
     ├── PathNotFoundError(FileNotFoundError)a path segment missing in a directory
     ├── NotAFileError / NotADirectoryError  the node is of the other kind
     ├── SourceError                         a source failed (``.source``, ``.cid``)
     │   ├── SourceUnavailableError          cannot connect / 5xx / refused
     │   ├── SourceTimeoutError(TimeoutError)no bytes for too long
     │   └── KuboError                       an error reported by Kubo's RPC (``.code``)
-    └── StoreError                          the local store cannot do what was asked
+    ├── StoreError                          the local store cannot do what was asked
+    └── SampleError                         a dataset sample that cannot be read/decoded
+        └── SampleTooLargeError             over the per-sample byte limit
 
 Messages name the CID, path or URL involved and, where there is one, what to do.
 This module imports nothing from torch_ipfs.
@@ -52,7 +55,10 @@ __all__ = [
     "SourceTimeoutError",
     "SourceUnavailableError",
     "StoreError",
+    "SampleError",
+    "SampleTooLargeError",
     "UnixFSFormatError",
+    "UnsafePathError",
 ]
 
 import builtins
@@ -231,3 +237,52 @@ class KuboError(SourceError):
 
 class StoreError(IPFSError):
     """The local block store cannot do what was asked (bad repo, lock, disk)."""
+
+
+class UnsafePathError(UnixFSFormatError):
+    """An entry ``get`` refuses to write: a name that could escape the target (empty,
+    ``.``/``..``, ``/`` or NUL inside), a duplicate name in one directory, a symlink when
+    symlinks were not asked for, or a path that already exists as a symlink. ``path`` is
+    where it would have gone."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"refusing to write {path!r}: {reason}")
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.path, self.reason))
+
+
+class SampleError(IPFSError):
+    """A sample that could not be read or decoded (``.index`` / ``.key`` say which, when
+    known). Raised by the datasets (:mod:`torch_ipfs.datasets`)."""
+
+    def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
+        self.index, self.key = index, key
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[override]
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class SampleTooLargeError(SampleError):
+    """A sample larger than the per-sample byte limit (``TORCH_IPFS_MAX_SAMPLE_BYTES``,
+    default 256 MiB), by its declared size or while it was read. ``sample`` names it,
+    ``size`` is what it declared or reached, ``limit`` the limit."""
+
+    def __init__(self, sample: str, size: int, limit: int) -> None:
+        self.sample, self.size, self.limit = sample, size, limit
+        super().__init__(
+            f"{sample} is {size}+ bytes, over the {limit}-byte per-sample limit "
+            f"(raise it with TORCH_IPFS_MAX_SAMPLE_BYTES)"
+        )
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.sample, self.size, self.limit))
+
+
+def _rebuild(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err

@@ -357,6 +357,29 @@ def _resolve_destination(destination: Any, client: Any) -> tuple[str, Any]:
     )
 
 
+def check_destination(kind: str, target: Any) -> None:
+    """Fail before encoding anything when the destination cannot take the result: a Kubo
+    API that does not answer, a CAR file whose directory does not exist."""
+    if kind == "kubo":
+        from torch_ipfs.errors import IPFSError, SourceError
+        from torch_ipfs.sources.kubo import KuboSource
+
+        try:
+            kubo = KuboSource(target)
+            try:
+                kubo.version()
+            finally:
+                kubo.close()
+        except (IPFSError, OSError, ValueError) as e:
+            raise SourceError(
+                f"cannot export to Kubo at {target}: {e} (nothing was encoded; start the daemon or "
+                "fix the address)",
+                source=str(target),
+            ) from e
+    elif kind == "car" and not Path(target).parent.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: directory {Path(target).parent} does not exist")
+
+
 def _default_client():
     from torch_ipfs.client import default_client
 
@@ -390,6 +413,7 @@ def export_dataset(
     encoder = EncoderOptions(image_format=image_format, jpeg_quality=jpeg_quality, audio_format=audio_format)
     options = import_options or ImportOptions()
     kind, target = _resolve_destination(destination, client)
+    check_destination(kind, target)
     build = dict(
         encoder=encoder,
         import_options=options,
@@ -557,7 +581,7 @@ def dataset_from_spec(
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise DatasetSpecError(f"cannot import {module_name!r} for dataset {spec!r}: {e}") from None
-        factory = module
+        factory: Any = module
         for part in attr.split("."):
             factory = getattr(factory, part, None)
             if factory is None:

@@ -26,8 +26,8 @@ from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from torch_ipfs.cid import CID, DAG_PB, RAW
-from torch_ipfs.dagpb import DataType, UnixFSData, decode_node
+from torch_ipfs.cid import CID, DAG_PB, RAW, IPFSPath
+from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import NotADirectoryError, UnixFSFormatError  # noqa: A004 - ours subclasses the builtin
 
 __all__ = ["IPFSFile", "IPFSFileSystem", "register_webdataset", "webdataset_gopen"]
@@ -39,19 +39,15 @@ DEFAULT_BLOCK_SIZE = 1024 * 1024
 def _describe(cid: CID, block: bytes) -> tuple[str, int, str]:
     """(fsspec type, size, UnixFS type) of a verified block: ``file`` with the file's
     length, ``directory`` with size 0, ``other`` for symlinks and non-UnixFS nodes."""
-    from torch_ipfs.unixfs.reader import decode_file_node
+    from torch_ipfs.unixfs.walk import decode_file_node, node_kind
 
     if cid.codec == RAW:
         return "file", len(block), "raw"
     if cid.codec != DAG_PB:
         return "other", len(block), cid.codec_name
-    try:
-        node = decode_node(block)
-        if node.data is None:
-            raise UnixFSFormatError("dag-pb node without UnixFS Data")
-        kind = UnixFSData.decode(node.data).type
-    except UnixFSFormatError as e:
-        raise UnixFSFormatError(f"{cid}: {e}") from None
+    kind = node_kind(cid, block)
+    if kind is None:
+        raise UnixFSFormatError(f"{cid}: dag-pb node without UnixFS Data")
     if kind in (DataType.File, DataType.Raw):
         return "file", decode_file_node(cid, block).size, "file"
     if kind in (DataType.Directory, DataType.HAMTShard):
@@ -115,7 +111,8 @@ class IPFSFileSystem(AbstractFileSystem):
     def _strip_protocol(cls, path):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
-        path = str(os.fspath(path)).strip()
+        # the CID / IPFSPath objects add() and export() return are addresses too
+        path = str(path if isinstance(path, (CID, IPFSPath)) else os.fspath(path)).strip()
         for prefix in ("ipfs://", "ipfs::", "/ipfs/"):
             if path.startswith(prefix):
                 path = path[len(prefix):]

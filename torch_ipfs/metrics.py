@@ -105,6 +105,8 @@ class MetricsCollector:
         self._counters: dict[str, int] = {}
         self._t0 = time.perf_counter()
         self.started_at = time.time()
+        #: what was measured: ``dataset`` (the loaded CID), ``sources`` (read order), ...
+        self.info: dict[str, Any] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Crossing into a spawned worker gives an empty collector with the same settings:
@@ -112,7 +114,8 @@ class MetricsCollector:
         return (MetricsCollector, (), {"max_events": self.max_events, "detailed": self.detailed})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(max_events=state["max_events"], enable_detailed_tracking=state["detailed"])
+        settings = {"max_events": state["max_events"], "enable_detailed_tracking": state["detailed"]}
+        MetricsCollector.__init__(self, **settings)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -157,6 +160,11 @@ class MetricsCollector:
                 series = self._values[name] = self._new_series()
             self._add(series, (now, float(value)), float(value), info)
 
+    def set_info(self, key: str, value: Any) -> None:
+        """Describe the run (JSON values): the report names the dataset and sources."""
+        with self._lock:
+            self.info[key] = value
+
     def increment(self, name: str, amount: int = 1) -> None:
         """Add to a counter (skipped samples, retries, integrity failures, ...)."""
         with self._lock:
@@ -190,6 +198,7 @@ class MetricsCollector:
             self._ops.clear()
             self._values.clear()
             self._counters.clear()
+            self.info.clear()
             self._t0 = time.perf_counter()
             self.started_at = time.time()
 
@@ -249,10 +258,12 @@ class MetricsCollector:
                 for name, series in self._values.items()
             }
             counters = dict(self._counters)
+            info = dict(self.info)
         return {
             "format": FORMAT,
             "started_at": self.started_at,
             "elapsed_s": self.elapsed,
+            "info": info,
             "operations": ops,
             "metrics": values,
             "counters": counters,
@@ -328,6 +339,7 @@ class MetricsCollector:
                 info = {k: v for k, v in e.items() if k not in ("time", "value")} or None
                 cls._add(series, (e["time"], e["value"]), e["value"], info)
         m._counters.update({k: int(v) for k, v in data.get("counters", {}).items()})
+        m.info.update(data.get("info") or {})
         m.started_at = float(data.get("started_at", m.started_at))
         m._t0 = time.perf_counter() - float(data.get("elapsed_s", 0.0))
         return m
@@ -429,9 +441,7 @@ class InstrumentedSource(BlockSource):
                 data = self.source.get(cid)
                 m.end_operation(op, source=label)
         except BaseException as e:
-            if op in m._open:
-                m.end_operation(op, success=False, error=type(e).__name__, source=label)
-            self._count_error(e)
+            self._end_failed(op, e)
             raise
         self._count_block(len(data))
         return data
@@ -451,8 +461,7 @@ class InstrumentedSource(BlockSource):
                 m._open.pop(op, None)  # not a fetch: nothing was waited for
                 return
             except BaseException as e:
-                m.end_operation(op, success=False, error=type(e).__name__, source=label)
-                self._count_error(e)
+                self._end_failed(op, e)
                 raise
             m.end_operation(op, source=label)
             self._count_block(len(data))
@@ -469,6 +478,18 @@ class InstrumentedSource(BlockSource):
         m.record_metric(BYTES, size, source=label)
         m.increment(f"source.blocks[{label}]")
         m.increment(f"source.bytes[{label}]", size)
+
+    def _end_failed(self, op: int, e: BaseException) -> None:
+        """A lookup that found nothing is no failed fetch (a chain asks the next source):
+        it is counted under ``source.not_found[...]`` only, its time left out of the
+        fetch latencies. Errors end the fetch as failed."""
+        m = self.metrics
+        if op in m._open:
+            if isinstance(e, BlockNotFoundError) and not isinstance(e.__cause__, IntegrityError):
+                m._open.pop(op, None)
+            else:
+                m.end_operation(op, success=False, error=type(e).__name__, source=self.label)
+        self._count_error(e)
 
     def _count_error(self, e: BaseException) -> None:
         if isinstance(e, IntegrityError):
@@ -505,6 +526,10 @@ def instrument_client(client: Any, metrics: MetricsCollector) -> Any:
         source.sources = [
             s if isinstance(s, InstrumentedSource) else InstrumentedSource(s, metrics) for s in members
         ]
-    elif not isinstance(source, InstrumentedSource):
-        client.source = InstrumentedSource(source, metrics)
+        labels = [s.label for s in source.sources]
+    else:
+        if not isinstance(source, InstrumentedSource):
+            client.source = source = InstrumentedSource(source, metrics)
+        labels = [source.label]
+    metrics.set_info("sources", labels)
     return client

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from torch_ipfs.errors import CIDFormatError, InvalidCIDError
 from torch_ipfs.varint import decode_varint, encode_varint
@@ -23,7 +24,14 @@ BLAKE2B_256 = 0xB220
 #: Identity "digests" longer than this are refused (the multihash spec's limit).
 MAX_IDENTITY_LENGTH = 128
 
-_FUNCTIONS: dict[int, tuple[str, Callable[[bytes], bytes]]] = {
+#: Digest lengths of the functions we verify: any other length cannot be a real digest
+#: (checked at parse time, so a CID with a 4 KiB "sha2-256" digest never gets further).
+DIGEST_LENGTHS = {SHA2_256: 32, SHA2_512: 64, SHA3_256: 32, BLAKE2B_256: 32}
+#: Longest digest accepted for hash functions not in the table (none real is longer
+#: than 64 bytes; a CID stays a small key).
+MAX_DIGEST_LENGTH = 128
+
+_FUNCTIONS: dict[int, tuple[str, Callable[[Any], bytes]]] = {
     IDENTITY: ("identity", bytes),
     SHA2_256: ("sha2-256", lambda b: hashlib.sha256(b).digest()),
     SHA2_512: ("sha2-512", lambda b: hashlib.sha512(b).digest()),
@@ -50,7 +58,7 @@ def digest(data: bytes | memoryview, code: int = SHA2_256) -> bytes:
         raise CIDFormatError(f"unsupported multihash function 0x{code:x}") from None
     if code == IDENTITY and len(data) > MAX_IDENTITY_LENGTH:
         raise CIDFormatError(f"identity multihash over {MAX_IDENTITY_LENGTH} bytes ({len(data)})")
-    return encode(code, fn(bytes(data) if code == IDENTITY else data))
+    return encode(code, fn(data))
 
 
 def decode(mh: bytes) -> tuple[int, bytes]:
@@ -64,6 +72,13 @@ def decode(mh: bytes) -> tuple[int, bytes]:
         raise InvalidCIDError(mh, f"multihash declares {length} digest bytes, has {len(mh) - pos}")
     if code == IDENTITY and length > MAX_IDENTITY_LENGTH:
         raise InvalidCIDError(mh, f"identity multihash over {MAX_IDENTITY_LENGTH} bytes")
+    expected = DIGEST_LENGTHS.get(code)
+    if expected is not None and length != expected:
+        raise InvalidCIDError(
+            mh, f"a {_FUNCTIONS[code][0]} digest is {expected} bytes, this multihash declares {length}"
+        )
+    if expected is None and code != IDENTITY and length > MAX_DIGEST_LENGTH:
+        raise InvalidCIDError(mh, f"multihash digest of {length} bytes, over {MAX_DIGEST_LENGTH}")
     return code, mh[pos:]
 
 

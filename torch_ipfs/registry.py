@@ -33,6 +33,7 @@ other. Share a registry by its CID: ``ModelRegistry(root="bafy...")`` reads that
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -230,8 +231,57 @@ class ModelRegistry:
             self._set_root(self._add_json(index))
         return ModelVersion.from_manifest(manifest, manifest_cid)
 
-    # ipfs_kit's name
-    store_model = register
+    # -- ipfs_kit's calls ------------------------------------------------------------------
+
+    def store_model(
+        self,
+        model: Any,
+        model_type: str | None = None,
+        framework: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        """ipfs_kit's ``store_model(model=..., model_type=..., framework=..., metadata=...)``:
+        register the weights (as :meth:`register`, under ``name`` or else ``model_type``)
+        and return the version manifest's CID, the handle :meth:`load_model` takes.
+        ``metadata["dataset_cid"]`` becomes the version's dataset; NaN values are stored
+        as ``null`` (JSON has no NaN)."""
+        meta = _json_safe(dict(metadata or {}))
+        if model_type is not None:
+            meta.setdefault("model_type", model_type)
+        dataset = meta.get("dataset_cid")
+        entry = self.register(
+            name or model_type or "model",
+            model,
+            version=version,
+            framework=framework,
+            dataset_cid=str(dataset) if dataset is not None else None,
+            metadata=meta,
+        )
+        return entry.manifest_cid
+
+    def load_model(
+        self, model_cid: str | CID, *, model: Any = None, strict: bool = True
+    ) -> tuple[Any, dict[str, Any]]:
+        """ipfs_kit's ``model, metadata = load_model(cid)`` for a CID from :meth:`store_model`.
+
+        ``model`` is the weights (a dict of tensors), or with ``model=`` a module they are
+        loaded into: the architecture is code, and code is never read from the network
+        (no pickle). ``metadata`` is what was stored, plus ``name``, ``version``,
+        ``framework``, ``dataset_cid``, ``weights_cid`` and ``created_at``.
+        """
+        cid = str(CID.decode(str(model_cid)))
+        entry = self._version(cid)
+        data = _verified(lambda: self.client.cat(entry.weights_cid))
+        loaded = self._decode_weights(entry, data, model, strict)
+        meta = dict(entry.metadata)
+        meta.update(
+            name=entry.name, version=entry.version, framework=entry.framework,
+            dataset_cid=entry.dataset_cid, weights_cid=entry.weights_cid, created_at=entry.created_at,
+        )  # fmt: skip
+        return loaded, meta
 
     def _add_json(self, value: Any) -> str:
         data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -283,6 +333,11 @@ class ModelRegistry:
         """
         entry = self.get(name, version)
         data = _verified(lambda: self.client.cat(entry.weights_cid))
+        return self._decode_weights(entry, data, model, strict)
+
+    @staticmethod
+    def _decode_weights(entry: ModelVersion, data: bytes, model: Any, strict: bool) -> Any:
+        tensors: dict[str, Any]
         if entry.framework == "numpy":
             from safetensors.numpy import load as load_numpy
 
@@ -296,7 +351,7 @@ class ModelRegistry:
         model.load_state_dict(tensors, strict=strict)
         return model
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """Index CIDs from the current one back to the first (each register adds one)."""
         chain, cid = [], self.root
         while cid is not None:
@@ -341,12 +396,24 @@ def _tensors_of(model: Any) -> tuple[dict[str, Any], str]:
 
 def _save_safetensors(tensors: dict[str, Any], kind: str) -> bytes:
     if kind == "numpy":
-        from safetensors.numpy import save
+        from safetensors.numpy import save as save_numpy
 
-        return save(tensors)
-    from safetensors.torch import save
+        return save_numpy(tensors)
+    from safetensors.torch import save as save_torch
 
-    return save(tensors)
+    return save_torch(tensors)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats as ``None`` and tuples as lists (the caller's own
+    metadata, e.g. a metrics summary, not network input)."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _dtype_name(t: Any) -> str:

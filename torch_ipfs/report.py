@@ -1,39 +1,58 @@
 """A performance report from a :class:`~torch_ipfs.metrics.MetricsCollector`: an HTML
 page with PNG plots, or a text summary when matplotlib is not installed.
 
+Every number shown comes from ONE :func:`summarize` snapshot taken when rendering
+starts: the page, ``summary.txt``, ``report.json`` and the plots all read that snapshot,
+so they agree (a run still going on does not make the HTML disagree with the text).
+
 ``render(metrics, out_dir)`` writes into ``out_dir``:
 
-- ``throughput.png``: samples/s (loader batches) and MB/s (blocks from sources) over time;
-- ``latency.png``: histograms of block-fetch and sample-read latency (log-scaled ms);
-- ``cache.png``: cache hits vs misses and the hit rate per epoch;
+- ``throughput.png``: samples/s of each epoch (its samples over its wall time) and the
+  run's figure, the same number as the table's ``samples/s (in epochs)``;
+- ``latency.png``: histograms of block-fetch, sample-read and batch-wait latency;
+- ``cache.png``: cache hits vs misses, and the hit rate of every epoch;
 - ``time_split.png``: where the time went: network, verification, decoding, waiting;
-- ``index.html``: the plots and the summary numbers (``summary.txt`` holds the same
-  numbers as text, ``metrics.json`` the raw events for ``torch-ipfs report metrics.json``).
+- ``index.html``: the dataset and sources measured, the summary numbers, a row per
+  epoch and per source, the plots; ``summary.txt`` the same as text, ``report.json`` the
+  snapshot (with the values each plot drew), ``metrics.json`` the raw events for
+  ``torch-ipfs report metrics.json``.
 
-Without matplotlib only ``summary.txt`` (and ``metrics.json``) are written; the text
-summary's path is returned.
-
-Every file is written to a temporary name and renamed into place.
+:func:`create_visualization` is ipfs_kit's visualisation API over the same renderers.
+Nothing here loads data: running a dataset for ``torch-ipfs report`` lives beside the
+CLI (:mod:`torch_ipfs.cli_report`). Every file is written to a temporary name and
+renamed into place.
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
 import html
+import io
+import json
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torch_ipfs.metrics import MetricsCollector
+from torch_ipfs.metrics import MetricsCollector, percentile
 
-__all__ = ["add_report_arguments", "cmd_report", "render", "text_summary"]
+__all__ = [
+    "Visualization",
+    "create_visualization",
+    "headline",
+    "render",
+    "summarize",
+    "text_summary",
+    "time_split",
+]
 
 PLOTS = ("throughput", "latency", "cache", "time_split")
+Summary = dict[str, Any]
 
 
-def _write(path: Path, write: Callable[[Path], None]) -> Path:
+def _write(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(path.name + ".part")
     try:
         write(tmp)
@@ -44,140 +63,313 @@ def _write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def _write_text(path: Path, text: str) -> Path:
+    return _write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    return _write(path, lambda p: p.write_bytes(data))
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
 
 
-def headline(metrics: MetricsCollector) -> dict[str, Any]:
-    """The numbers a reader wants first (used by the page and the text summary)."""
-    s = metrics.get_summary()
-    counters, ops, values = s["counters"], s["operations"], s["metrics"]
-    epoch_time = ops.get("loader.epoch", {}).get("total_s", 0.0)
-    samples = counters.get("loader.samples", 0)
-    source_bytes = sum(v for k, v in counters.items() if k.startswith("source.bytes["))
-    fetch_s = ops.get("source.fetch", {}).get("total_s", 0.0)
+# -- the one snapshot ---------------------------------------------------------------------------
+
+
+def _labelled(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """``{label: n}`` of the counters ``prefix[label]``."""
+    pattern = re.compile(re.escape(prefix) + r"\[(.*)\]$")
+    return {m.group(1): v for k, v in counters.items() if (m := pattern.match(k))}
+
+
+def _ms_percentile(values: list[float], q: float) -> float | None:
+    return 1000 * percentile(sorted(values), q) if values else None
+
+
+def summarize(metrics: MetricsCollector) -> Summary:
+    """Everything the report shows, computed once from one copy of the collector's events."""
+    snap = metrics.get_metrics()
+    frozen = MetricsCollector.from_dict(snap)
+    s = frozen.get_summary()
+    counters, ops = s["counters"], s["operations"]
+    info = dict(snap.get("info") or {})
+
+    # epochs: one row per loader pass, in the order they ran (the cache rows were
+    # recorded at the end of each completed pass, in the same order)
+    hits_ev = [v for _, v in frozen.values("cache.epoch_hits")]
+    misses_ev = [v for _, v in frozen.values("cache.epoch_misses")]
+    epochs = []
+    completed = 0
+    for n, e in enumerate(snap["operations"].get("loader.epoch", []), 1):
+        samples = int(e.get("samples", 0))
+        row: dict[str, Any] = {
+            "pass": n,
+            "epoch": e.get("epoch"),
+            "completed": bool(e.get("success", True)),
+            "samples": samples,
+            "seconds": e["duration"],
+            "samples_per_s": samples / e["duration"] if e["duration"] > 0 else None,
+            "cache_hits": None,
+            "cache_misses": None,
+            "cache_hit_rate": None,
+        }
+        if row["completed"]:
+            if completed < len(hits_ev) and completed < len(misses_ev):
+                h, m = int(hits_ev[completed]), int(misses_ev[completed])
+                row.update(cache_hits=h, cache_misses=m, cache_hit_rate=h / (h + m) if h + m else None)
+            completed += 1
+        epochs.append(row)
+    epoch_samples = sum(r["samples"] for r in epochs)
+    epoch_seconds = sum(r["seconds"] for r in epochs)
+
+    # sources, in read order, each with what it delivered and what it did not have
+    blocks = _labelled(counters, "source.blocks")
+    nbytes = _labelled(counters, "source.bytes")
+    not_found = _labelled(counters, "source.not_found")
+    errors = _labelled(counters, "source.errors")
+    integrity = _labelled(counters, "source.integrity_errors")
+    names = list(info.get("sources") or [])
+    names += sorted((set(blocks) | set(not_found) | set(errors) | set(integrity)) - set(names))
+    sources = [
+        {
+            "source": name,
+            "blocks": blocks.get(name, 0),
+            "MB": nbytes.get(name, 0) / 1e6,
+            "not found": not_found.get(name, 0),
+            "errors": errors.get(name, 0),
+            "integrity failures": integrity.get(name, 0),
+        }
+        for name in dict.fromkeys(names)
+    ]
+
+    fetch = ops.get("source.fetch", {})
+    fetch_s = fetch.get("total_s", 0.0)
+    total_bytes = sum(nbytes.values())
     hits, misses = counters.get("cache.hits", 0), counters.get("cache.misses", 0)
-    return {
-        "elapsed (s)": s["elapsed_s"],
-        "epochs completed": counters.get("loader.epochs", 0),
-        "samples loaded": samples,
-        "samples/s (in epochs)": samples / epoch_time if epoch_time else None,
+    waits = [v for _, v in frozen.values("loader.batch_wait")]
+    occupancy = s["metrics"].get("loader.queue_occupancy", {}).get("mean")
+    verify = ops.get("source.verify")
+    split = {
+        "network": fetch_s,
+        "verify": verify["total_s"] if verify else None,  # None: not measured (not 0 s)
+        "other read": None,
+        "decode": ops.get("loader.decode", {}).get("total_s", 0.0),
+        "consumer wait": sum(waits),
+    }
+    read = ops.get("loader.read", {}).get("total_s", 0.0)
+    split["other read"] = max(0.0, read - fetch_s - (split["verify"] or 0.0)) if read else 0.0
+
+    head: dict[str, Any] = {
+        "dataset": info.get("dataset"),
+        "sources": names or None,
+        "elapsed (s)": snap["elapsed_s"],
+        "epochs completed": completed,
+        "samples loaded": counters.get("loader.samples", 0),
+        "samples/s (in epochs)": epoch_samples / epoch_seconds if epoch_seconds > 0 else None,
         "samples skipped": counters.get("loader.skipped", 0),
         "sample retries": counters.get("loader.retries", 0),
-        "batch wait p50 (ms)": _p(metrics, "loader.batch_wait", 0.5),
-        "batch wait p95 (ms)": _p(metrics, "loader.batch_wait", 0.95),
-        "queue occupancy (mean batches)": values.get("loader.queue_occupancy", {}).get("mean"),
-        "blocks fetched": sum(v for k, v in counters.items() if k.startswith("source.blocks[")),
-        "MB fetched": source_bytes / 1e6,
-        "fetch latency p50 (ms)": ops.get("source.fetch", {}).get("p50_ms"),
-        "fetch latency p95 (ms)": ops.get("source.fetch", {}).get("p95_ms"),
-        "MB/s while fetching": source_bytes / 1e6 / fetch_s if fetch_s else None,
-        "integrity failures": sum(v for k, v in counters.items() if k.startswith("source.integrity_errors[")),
-        "source errors": sum(v for k, v in counters.items() if k.startswith("source.errors[")),
-        "cache hit rate": hits / (hits + misses) if hits + misses else None,
+        "batch wait p50 (ms)": _ms_percentile(waits, 0.5),
+        "batch wait p95 (ms)": _ms_percentile(waits, 0.95),
+        "queue occupancy (mean batches)": occupancy,
+        "blocks delivered (all sources)": sum(r["blocks"] for r in sources),
+        "MB delivered (all sources)": total_bytes / 1e6,
+        "lookups not found (next source asked)": sum(r["not found"] for r in sources),
+        "fetch latency p50 (ms)": fetch.get("p50_ms"),
+        "fetch latency p95 (ms)": fetch.get("p95_ms"),
+        "MB/s while fetching": total_bytes / 1e6 / fetch_s if fetch_s else None,
+        "verification (s)": split["verify"],
+        "integrity failures": sum(r["integrity failures"] for r in sources),
+        "source errors": sum(r["errors"] for r in sources),
+        # the loader counts the cache's lookups of its epochs (not the manifest reads of
+        # load_dataset, which "blocks delivered" includes)
+        "cache hits (in epochs)": hits if hits + misses else None,
+        "cache misses (in epochs)": misses if hits + misses else None,
+        "cache hit rate (in epochs)": hits / (hits + misses) if hits + misses else None,
+    }
+    return {
+        "format": "torch_ipfs.report/1",
+        "headline": head,
+        "epochs": epochs,
+        "sources": sources,
+        "time_split": split,
+        "operations": ops,
+        "training": _training(frozen),
+        "info": info,
+        "series": {
+            "source.fetch": frozen.durations("source.fetch"),
+            "loader.read": frozen.durations("loader.read"),
+            "loader.batch_wait": waits,
+            "loader.load_dataset": frozen.durations("loader.load_dataset"),
+        },
     }
 
 
-def _p(metrics: MetricsCollector, name: str, q: float) -> float | None:
-    from torch_ipfs.metrics import percentile
+def _as_summary(metrics_or_summary: MetricsCollector | Summary) -> Summary:
+    if isinstance(metrics_or_summary, MetricsCollector):
+        return summarize(metrics_or_summary)
+    return metrics_or_summary
 
-    values = sorted(v for _, v in metrics.values(name))
-    return 1000 * percentile(values, q) if values else None
+
+def headline(metrics: MetricsCollector | Summary) -> dict[str, Any]:
+    """The numbers a reader wants first (the page's and the text's first table)."""
+    return dict(_as_summary(metrics)["headline"])
 
 
-def text_summary(metrics: MetricsCollector) -> str:
-    """The headline numbers and per-operation statistics as plain text."""
+def time_split(metrics: MetricsCollector | Summary) -> dict[str, float | None]:
+    """Seconds spent per stage: network (block fetch), verification (hashing; ``None``
+    when no source timed it apart), the rest of reading a sample, decoding, and the
+    consumer waiting for batches."""
+    return dict(_as_summary(metrics)["time_split"])
+
+
+_TRAINING = re.compile(r"^(?P<model>.+)/epoch/(?P<epoch>\d+)/(?P<name>[^/]+)$")
+
+
+def _training(metrics: MetricsCollector) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """ipfs_kit's training metrics ``<model>/epoch/<n>/<name>``: ``{model: {name:
+    [(epoch, last value), ...]}}`` sorted by epoch."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for name in metrics.metric_names():
+        m = _TRAINING.match(name)
+        values = metrics.values(name)
+        if m and values:
+            out.setdefault(m["model"], {}).setdefault(m["name"], {})[int(m["epoch"])] = values[-1][1]
+    return {model: {k: sorted(v.items()) for k, v in series.items()} for model, series in out.items()}
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    cols = list(rows[0])
+    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return lines
+
+
+def text_summary(metrics: MetricsCollector | Summary) -> str:
+    """The headline numbers, the epochs, the sources and the operations as plain text."""
+    s = _as_summary(metrics)
     lines = ["torch_ipfs performance summary", ""]
-    for name, value in headline(metrics).items():
-        lines.append(f"{name:<32} {_fmt(value)}")
-    ops = metrics.get_summary()["operations"]
+    for name, value in s["headline"].items():
+        lines.append(f"{name:<40} {_fmt(value)}")
+    if s["epochs"]:
+        lines += ["", "epochs"] + _table(_epoch_rows(s))
+    if s["sources"]:
+        lines += ["", "sources (read order)"] + _table(s["sources"])
+    ops = s["operations"]
     if ops:
-        lines += [
-            "",
-            f"{'operation':<24} {'count':>8} {'fail':>6} {'mean ms':>10} {'p50 ms':>10} {'p95 ms':>10}",
-        ]
-        for name, o in ops.items():
-            lines.append(
-                f"{name:<24} {o['count']:>8} {o['failures']:>6} {_fmt(o['mean_ms']):>10} "
-                f"{_fmt(o['p50_ms']):>10} {_fmt(o['p95_ms']):>10}"
-            )
+        lines += ["", "operations"] + _table(_op_rows(ops))
     return "\n".join(lines) + "\n"
 
 
-# -- plots -------------------------------------------------------------------------------------
-
-
-def _rate(events: list[tuple[float, float]], bins: int = 25) -> tuple[list[float], list[float]]:
-    """Bin ``(time, amount)`` events into a rate over time (amount per second)."""
-    if not events:
-        return [], []
-    t0 = min(t for t, _ in events)
-    t1 = max(t for t, _ in events)
-    width = max((t1 - t0) / bins, 1e-3)
-    n = max(1, math.ceil((t1 - t0) / width) + 1)
-    sums = [0.0] * n
-    for t, v in events:
-        sums[min(n - 1, int((t - t0) / width))] += v
-    return [t0 + (i + 0.5) * width for i in range(n)], [v / width for v in sums]
-
-
-def _save(plt: Any, fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _plot_throughput(plt: Any, metrics: MetricsCollector, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    x, y = _rate(metrics.values("loader.batch_samples"))
-    if x:
-        ax.plot(x, y, color="#1f77b4", lw=2, label="samples/s")
-        ax.fill_between(x, y, color="#1f77b4", alpha=0.15)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("samples / s", color="#1f77b4")
-    bx, by = _rate(metrics.values("source.bytes"))
-    if bx:
-        ax2 = ax.twinx()
-        ax2.plot(bx, [v / 1e6 for v in by], color="#ff7f0e", lw=1.5, ls="--", label="MB/s from sources")
-        ax2.set_ylabel("MB / s from sources", color="#ff7f0e")
-    if not x and not bx:
-        ax.text(0.5, 0.5, "no samples or blocks recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("Throughput over time")
-    ax.grid(alpha=0.3)
-    _save(plt, fig, path)
-
-
-def _plot_latency(plt: Any, metrics: MetricsCollector, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    series = [
-        ("block fetch (source.fetch)", metrics.durations("source.fetch"), "#ff7f0e"),
-        ("sample read (loader.read)", metrics.durations("loader.read"), "#1f77b4"),
-        ("batch wait (loader)", [v for _, v in metrics.values("loader.batch_wait")], "#2ca02c"),
+def _epoch_rows(s: Summary) -> list[dict[str, Any]]:
+    return [
+        {
+            "pass": r["pass"],
+            "epoch": r["epoch"],
+            "completed": r["completed"],
+            "samples": r["samples"],
+            "seconds": r["seconds"],
+            "samples/s": r["samples_per_s"],
+            "cache hits": r["cache_hits"],
+            "cache misses": r["cache_misses"],
+            "hit rate": r["cache_hit_rate"],
+        }
+        for r in s["epochs"]
     ]
-    drawn = False
-    positive = [1000 * d for _, ds, _ in series for d in ds if d > 0]
-    if positive:
-        lo, hi = max(min(positive), 1e-4), max(positive)
-        edges = _log_edges(lo, hi * 1.01, 30)
-        for label, durations, color in series:
-            ms = [max(1000 * d, lo) for d in durations]
-            if ms:
-                ax.hist(ms, bins=edges, alpha=0.55, color=color, label=f"{label}, n={len(ms)}")
-                drawn = True
-        ax.set_xscale("log")
-    if drawn:
-        ax.legend(fontsize=8)
+
+
+def _op_rows(ops: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "operation": n,
+            "count": o["count"],
+            "failures": o["failures"],
+            "total s": o["total_s"],
+            "mean ms": o["mean_ms"],
+            "p50 ms": o["p50_ms"],
+            "p95 ms": o["p95_ms"],
+        }
+        for n, o in ops.items()
+    ]
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+class _Files:
+    """The part of pyplot the drawers use, for figures that only go to files: plain
+    ``Figure`` objects, so rendering never touches pyplot's global state or backend
+    (safe in threads, in notebooks, headless)."""
+
+    def __init__(self) -> None:
+        from matplotlib.figure import Figure
+        from matplotlib.image import imread
+
+        self._figure, self.imread = Figure, imread
+
+    def subplots(self, *grid: int, figsize: Any = None, **options: Any) -> tuple[Any, Any]:
+        fig = self._figure(figsize=figsize)
+        return fig, fig.subplots(*grid, **options)
+
+    def close(self, fig: Any) -> None:  # a plain Figure holds no window
+        pass
+
+
+def _pyplot(*, show: bool = False) -> Any:
+    """Something to draw with: pyplot itself when a figure is to be shown, else
+    :class:`_Files`; ``None`` when matplotlib is missing."""
+    try:
+        if show:
+            import matplotlib.pyplot as plt
+
+            return plt
+        return _Files()
+    except ImportError:
+        return None
+
+
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def _draw_throughput(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    rows = [r for r in s["epochs"] if r["samples_per_s"] is not None]
+    overall = s["headline"]["samples/s (in epochs)"]
+    xs = [r["pass"] for r in rows]
+    ys = [r["samples_per_s"] for r in rows]
+    if rows:
+        ax.bar(xs, ys, color="#1f77b4", width=0.6, label="samples/s of the epoch")
+        for x, y in zip(xs, ys):
+            ax.text(x, y, _fmt(y), ha="center", va="bottom", fontsize=8)
+        ax.axhline(overall, color="#ff7f0e", ls="--", label=f"run: {_fmt(overall)} samples/s")
+        ax.set_xticks(xs)
+        ax.legend(fontsize=8, loc="lower right")
     else:
-        ax.text(0.5, 0.5, "no latencies recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("count")
-    ax.set_title("Latency distribution")
-    ax.grid(alpha=0.3)
-    _save(plt, fig, path)
+        _no_data(ax, "no epochs recorded")
+    ax.set_xlabel("epoch (pass over the dataset)")
+    ax.set_ylabel("samples / s")
+    ax.set_title(f"Throughput per epoch (run: {_fmt(overall)} samples/s)")
+    ax.grid(alpha=0.3, axis="y")
+    return fig, {"epochs": xs, "samples_per_s": ys, "overall": overall}
 
 
 def _log_edges(lo: float, hi: float, n: int) -> list[float]:
@@ -185,76 +377,161 @@ def _log_edges(lo: float, hi: float, n: int) -> list[float]:
     return [10 ** (a + (b - a) * i / n) for i in range(n + 1)]
 
 
-def _plot_cache(plt: Any, metrics: MetricsCollector, path: Path) -> None:
+def _draw_latency(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    series = [
+        ("block fetch", s["series"]["source.fetch"], "#ff7f0e"),
+        ("sample read", s["series"]["loader.read"], "#1f77b4"),
+        ("batch wait", s["series"]["loader.batch_wait"], "#2ca02c"),
+    ]
+    counts = {label: len(ds) for label, ds, _ in series}
+    positive = [1000 * d for _, ds, _ in series for d in ds if d > 0]
+    if positive:
+        lo, hi = max(min(positive), 1e-4), max(positive)
+        edges = _log_edges(lo, hi * 1.01, 30)
+        for label, durations, color in series:
+            if durations:
+                ms = [max(1000 * d, lo) for d in durations]
+                ax.hist(ms, bins=edges, alpha=0.55, color=color, label=f"{label}, n={len(ms):,}")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no latencies recorded")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("count")
+    ax.set_title("Latency distribution")
+    ax.grid(alpha=0.3)
+    return fig, {"counts": counts}
+
+
+def _draw_cache(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.6), gridspec_kw={"width_ratios": [1, 2]})
-    hits, misses = metrics.counter("cache.hits"), metrics.counter("cache.misses")
-    ax1.bar(["hits", "misses"], [hits, misses], color=["#2ca02c", "#d62728"])
-    for i, v in enumerate((hits, misses)):
-        ax1.text(i, v, f"{v:,}", ha="center", va="bottom")
-    ax1.set_title("Cache lookups (blocks)")
-    rates = metrics.values("cache.hit_rate")
-    if rates:
-        xs = list(range(1, len(rates) + 1))
-        ys = [100 * v for _, v in rates]
-        ax2.bar(xs, ys, color="#2ca02c", width=0.6)
+    h = s["headline"]
+    hits, misses = h["cache hits (in epochs)"], h["cache misses (in epochs)"]
+    drawn: dict[str, Any] = {"hits": hits, "misses": misses, "epochs": [], "hit_rate": []}
+    if hits is None:
+        _no_data(ax1, "no cache lookups")
+        _no_data(ax2, "no cache in the read path")
+    else:
+        ax1.bar(["hits", "misses"], [hits, misses], color=["#2ca02c", "#d62728"])
+        for i, v in enumerate((hits, misses)):
+            ax1.text(i, v, _fmt(v), ha="center", va="bottom")
+        rows = [r for r in s["epochs"] if r["completed"]]
+        xs = [r["pass"] for r in rows]
+        ys = [r["cache_hit_rate"] for r in rows]
+        ax2.bar(xs, [100 * (y or 0.0) for y in ys], color="#2ca02c", width=0.6)
         for x, y in zip(xs, ys):
-            ax2.text(x, y, f"{y:.0f}%", ha="center", va="bottom")
+            ax2.text(
+                x,
+                100 * (y or 0.0),
+                "no lookups" if y is None else f"{100 * y:.0f}%",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax2.set_xticks(xs)
         ax2.set_ylim(0, 110)
-        ax2.set_xlabel("epoch")
+        ax2.set_xlabel("epoch (pass)")
         ax2.set_ylabel("hit rate (%)")
-    else:
-        ax2.text(0.5, 0.5, "no cache in the read path", ha="center", va="center", transform=ax2.transAxes)
-    ax2.set_title("Cache hit rate per epoch")
+        drawn.update(epochs=xs, hit_rate=ys)
+    ax1.set_title("Cache lookups (blocks)")
+    ax2.set_title(f"Hit rate per epoch (run: {_fmt(h['cache hit rate (in epochs)'])})")
     ax2.grid(alpha=0.3)
-    _save(plt, fig, path)
+    return fig, drawn
 
 
-def time_split(metrics: MetricsCollector) -> dict[str, float]:
-    """Seconds spent per stage: network (block fetch), verification (hashing), the rest
-    of reading a sample (parsing, I/O not seen by a source wrapper), decoding, and the
-    consumer waiting for batches."""
-    ops = metrics.get_summary()["operations"]
-
-    def total(name: str) -> float:
-        return ops.get(name, {}).get("total_s", 0.0)
-
-    network, verify, read = total("source.fetch"), total("source.verify"), total("loader.read")
-    return {
-        "network": network,
-        "verify": verify,
-        "other read": max(0.0, read - network - verify) if read else 0.0,
-        "decode": total("loader.decode"),
-        "consumer wait": sum(v for _, v in metrics.values("loader.batch_wait")),
-    }
-
-
-def _plot_time_split(plt: Any, metrics: MetricsCollector, path: Path) -> None:
-    split = time_split(metrics)
+def _draw_time_split(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
+    split = s["time_split"]
     fig, ax = plt.subplots(figsize=(8, 2.8))
     colors = ["#ff7f0e", "#9467bd", "#8c564b", "#1f77b4", "#7f7f7f"]
-    total = sum(split.values())
+    total = sum(v for v in split.values() if v)
     left = 0.0
     for (name, seconds), color in zip(split.items(), colors):
-        ax.barh([0], [seconds], left=left, color=color, label=f"{name}: {seconds:.3f} s")
-        if total and seconds / total > 0.08:
+        label = f"{name}: not measured" if seconds is None else f"{name}: {_fmt(seconds)} s"
+        width = seconds or 0.0
+        ax.barh([0], [width], left=left, color=color, label=label)
+        if total and width / total > 0.08:
             ax.text(
-                left + seconds / 2,
-                0,
-                f"{100 * seconds / total:.0f}%",
-                ha="center",
-                va="center",
-                color="white",
+                left + width / 2, 0, f"{100 * width / total:.0f}%", ha="center", va="center", color="white"
             )
-        left += seconds
+        left += width
     ax.set_yticks([])
     ax.set_xlabel("seconds (summed over threads)")
     ax.set_title("Where the time went")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize=8)
-    _save(plt, fig, path)
+    return fig, dict(split)
 
 
-# -- the page ----------------------------------------------------------------------------------
+def _draw_training(plt: Any, s: Summary, model_id: str | None = None) -> tuple[Any, dict[str, Any]]:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    models = {m: v for m, v in s["training"].items() if model_id is None or m == model_id}
+    drawn: dict[str, Any] = {}
+    for model, series in models.items():
+        for name, points in series.items():
+            label = name if len(models) == 1 else f"{model}: {name}"
+            ax.plot([e for e, _ in points], [v for _, v in points], marker="o", label=label)
+            drawn[label] = points
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        _no_data(
+            ax,
+            f"no training metrics{f' for {model_id!r}' if model_id else ''} "
+            "(record_metric('<model>/epoch/<n>/<name>', value))",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_title(f"Training metrics{f' of {model_id}' if model_id else ''}")
+    ax.grid(alpha=0.3)
+    return fig, drawn
+
+
+def _draw_load_times(plt: Any, s: Summary) -> tuple[Any, dict[str, Any]]:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.6))
+    loads = [1000 * d for d in s["series"]["loader.load_dataset"]]
+    waits = [1000 * d for d in s["series"]["loader.batch_wait"]]
+    if loads:
+        ax1.bar(range(1, len(loads) + 1), loads, color="#1f77b4")
+        ax1.set_xlabel("load_dataset call")
+    else:
+        _no_data(ax1, "no load_dataset calls")
+    ax1.set_ylabel("ms")
+    ax1.set_title("Dataset load time")
+    if waits:
+        ax2.plot(range(1, len(waits) + 1), waits, color="#2ca02c")
+        ax2.set_xlabel("batch")
+    else:
+        _no_data(ax2, "no batches")
+    ax2.set_ylabel("ms")
+    ax2.set_title("Batch wait (prefetch queue)")
+    return fig, {"load_ms": loads, "batch_wait_ms": waits}
+
+
+_DRAWERS: dict[str, Callable[[Any, Summary], tuple[Any, dict[str, Any]]]] = {
+    "throughput": _draw_throughput,
+    "latency": _draw_latency,
+    "cache": _draw_cache,
+    "time_split": _draw_time_split,
+}
+
+_CAPTIONS = {
+    "throughput": "Samples per second of each epoch (its samples over its wall time); the dashed "
+    "line is the run's figure, the table's samples/s.",
+    "latency": "How long blocks, samples and batches took. A long right tail means stalls.",
+    "cache": "Blocks served from the local cache vs fetched from remote sources, per epoch.",
+    "time_split": "Network, hash verification, decoding and the consumer waiting for data.",
+    "training": "Training metrics recorded as <model>/epoch/<n>/<name>.",
+}
+
+
+def _figure_bytes(plt: Any, fig: Any, fmt: str) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# -- the page ------------------------------------------------------------------------------------
 
 
 def render(
@@ -264,51 +541,58 @@ def render(
     ``summary.txt`` when matplotlib is missing."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = text_summary(metrics)
-    metrics.save(out / "metrics.json")  # so the report can be rendered again later
-    text_path = _write(out / "summary.txt", lambda p: p.write_text(summary, encoding="utf-8"))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
+    s = summarize(metrics)
+    _write_text(out / "metrics.json", json.dumps(metrics.get_metrics(), default=str))
+    text_path = _write_text(out / "summary.txt", text_summary(s))
+    plt = _pyplot()
+    drawn: dict[str, Any] = {}
+    if plt is not None:
+        for name, draw in _DRAWERS.items():
+            fig, drawn[name] = draw(plt, s)
+            data = _figure_bytes(plt, fig, "png")
+            _write_bytes(out / f"{name}.png", data)
+    _write_text(out / "report.json", _json({**s, "plotted": drawn}))
+    if plt is None:
         return text_path
-    drawers = {
-        "throughput": _plot_throughput,
-        "latency": _plot_latency,
-        "cache": _plot_cache,
-        "time_split": _plot_time_split,
-    }
-    for name, draw in drawers.items():
-        _write(out / f"{name}.png", lambda p, draw=draw: draw(plt, metrics, p))
-    page = _html(metrics, title)
-    return _write(out / "index.html", lambda p: p.write_text(page, encoding="utf-8"))
+    return _write_text(out / "index.html", page(s, title, {n: f"{n}.png" for n in _DRAWERS}))
 
 
-def _html(metrics: MetricsCollector, title: str) -> str:
+def _json(value: Any) -> str:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+            return None
+        if isinstance(v, Mapping):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), indent=1, default=str)
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows
+    )
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def page(s: Summary, title: str, images: Mapping[str, str]) -> str:
+    """The HTML page of summary ``s``; ``images`` maps plot names to ``src`` values."""
     rows = "\n".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in headline(metrics).items()
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in s["headline"].items()
     )
-    ops = metrics.get_summary()["operations"]
-    op_rows = "\n".join(
-        f"<tr><td>{html.escape(n)}</td><td>{o['count']:,}</td><td>{o['failures']:,}</td>"
-        f"<td>{_fmt(o['mean_ms'])}</td><td>{_fmt(o['p50_ms'])}</td><td>{_fmt(o['p95_ms'])}</td></tr>"
-        for n, o in ops.items()
-    )
-    captions = {
-        "throughput": "Samples per second delivered to the training loop, and bytes per second "
-        "from the sources.",
-        "latency": "How long blocks, samples and batches took. A long right tail means stalls.",
-        "cache": "Blocks served from the local cache vs fetched from remote sources.",
-        "time_split": "Network, hash verification, decoding and the consumer waiting for data.",
-    }
     figures = "\n".join(
-        f'<figure><img src="{name}.png" alt="{name}">'
-        f"<figcaption>{html.escape(captions[name])}</figcaption></figure>"
-        for name in PLOTS
+        f'<figure><img src="{src}" alt="{name}">'
+        f"<figcaption>{html.escape(_CAPTIONS.get(name, name))}</figcaption></figure>"
+        for name, src in images.items()
     )
+    dataset = s["headline"].get("dataset")
+    subtitle = f"<p>Dataset <code>{html.escape(str(dataset))}</code>" if dataset else "<p>No dataset recorded"
+    subtitle += f"; sources (read order): {html.escape(_fmt(s['headline'].get('sources')))}</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -318,74 +602,190 @@ th, td {{ padding: .25em .8em; border-bottom: 1px solid #ddd; text-align: right;
 th {{ text-align: left; font-weight: normal; color: #555; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 figcaption {{ color: #555; font-size: .9em; }}
-.grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 0 2em; }}
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<div class="grid"><table>{rows}</table></div>
+{subtitle}
+<table>{rows}</table>
+<h2>Epochs</h2>
+{_html_table(_epoch_rows(s)) or "<p>No epochs recorded.</p>"}
+<h2>Sources</h2>
+{_html_table(s["sources"]) or "<p>No instrumented sources.</p>"}
 {figures}
 <h2>Operations</h2>
-<table>
-<tr><th>operation</th><th>count</th><th>failures</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th></tr>
-{op_rows}
-</table>
+{_html_table(_op_rows(s["operations"]))}
 </body></html>
 """
 
 
-# -- the CLI command -----------------------------------------------------------------------------
+# -- ipfs_kit's visualisation API ------------------------------------------------------------------
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags of ``torch-ipfs report`` (for the CLI to add to its subparser)."""
-    parser.add_argument("metrics_file", nargs="?", help="a metrics JSON written by MetricsCollector.save()")
-    parser.add_argument(
-        "--dataset", help="instead: run the batch loader over this dataset address and report it"
-    )
-    parser.add_argument("--epochs", type=int, default=1, help="epochs to run with --dataset (default 1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size with --dataset (default 32)")
-    parser.add_argument(
-        "-o", "--out", default="torch-ipfs-report", help="output directory (default ./torch-ipfs-report)"
-    )
-    parser.add_argument("--text", action="store_true", help="print the text summary only (no plots)")
-    return parser
+class Visualization:
+    """ipfs_kit's ``create_visualization(metrics)`` object: plots, a dashboard, an HTML
+    report and exports of one collector, each drawn from a fresh :func:`summarize`
+    snapshot (so a figure and the report's tables agree).
+
+    Plot methods return the values they drew; with ``output_file`` they also write the
+    figure there (format from its suffix: png, svg, pdf; ``.html`` for the dashboard).
+    ``show_plot=True`` shows the figure when ``interactive`` and a display is available,
+    and is ignored headless. Without matplotlib the plot methods return the values only
+    and the reports are the text summary.
+    """
+
+    def __init__(
+        self, metrics: MetricsCollector, interactive: bool = False, theme: str | None = None
+    ) -> None:
+        self.metrics = metrics
+        self.interactive = interactive
+        self.theme = theme
+
+    def _plot(
+        self,
+        draw: Callable[[Any, Summary], tuple[Any, dict[str, Any]]],
+        figsize: Any,
+        show_plot: bool,
+        output_file: str | os.PathLike[str] | None,
+    ) -> dict[str, Any]:
+        s = summarize(self.metrics)
+        show = show_plot and self.interactive and output_file is None
+        plt = _pyplot(show=show)
+        if plt is None:
+            return {}
+        fig, drawn = draw(plt, s)
+        if figsize is not None:
+            fig.set_size_inches(*figsize)
+        if output_file is not None:
+            path = Path(output_file)
+            data = _figure_bytes(plt, fig, path.suffix.lstrip(".") or "png")
+            _write_bytes(path, data)
+        elif show:
+            plt.show()  # returns at once on a non-interactive backend (headless)
+        plt.close(fig)
+        return drawn
+
+    def plot_training_metrics(
+        self,
+        model_id: str | None = None,
+        figsize: Any = None,
+        show_plot: bool = False,
+        output_file: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Curves of ``<model>/epoch/<n>/<name>`` metrics per epoch (of ``model_id``)."""
+        return self._plot(lambda plt, s: _draw_training(plt, s, model_id), figsize, show_plot, output_file)
+
+    def plot_dataset_load_times(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """``load_dataset`` durations and the per-batch wait on the prefetch queue."""
+        return self._plot(_draw_load_times, figsize, show_plot, output_file)
+
+    def plot_throughput(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        return self._plot(_draw_throughput, figsize, show_plot, output_file)
+
+    def plot_cache_performance(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        return self._plot(_draw_cache, figsize, show_plot, output_file)
+
+    def plot_worker_utilization(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """Where the loader's threads spent their time (network, verify, decode, wait);
+        torch_ipfs has no pubsub worker pool to plot (training runs under torchrun)."""
+        return self._plot(_draw_time_split, figsize, show_plot, output_file)
+
+    def plot_comprehensive_dashboard(
+        self, figsize: Any = None, show_plot: bool = False, output_file: str | os.PathLike[str] | None = None
+    ) -> Path | None:
+        """Every plot at once: to ``output_file`` (``.html``: the self-contained report;
+        else one image of all plots), or shown."""
+        if output_file is None:
+            for draw in (*_DRAWERS.values(), _draw_training):
+                self._plot(draw, figsize, show_plot, None)
+            return None
+        path = Path(output_file)
+        if path.suffix.lower() in (".html", ".htm"):
+            return self.generate_html_report(path)
+        plt = _pyplot()
+        if plt is None:
+            return _write_text(path.with_suffix(".txt"), text_summary(self.metrics))
+        s = summarize(self.metrics)
+        fig, axes = plt.subplots(len(_DRAWERS), 1, figsize=figsize or (8, 14))
+        images = [_figure_bytes(plt, draw(plt, s)[0], "png") for draw in _DRAWERS.values()]
+        for ax, data in zip(axes, images):
+            ax.imshow(plt.imread(io.BytesIO(data), format="png"))
+            ax.axis("off")
+        data = _figure_bytes(plt, fig, path.suffix.lstrip(".") or "png")
+        return _write_bytes(path, data)
+
+    def generate_html_report(self, path: str | os.PathLike[str], title: str = "torch_ipfs report") -> Path:
+        """One self-contained HTML file (plots embedded) at ``path``; returns it."""
+        path = Path(path)
+        s = summarize(self.metrics)
+        plt = _pyplot()
+        images: dict[str, str] = {}
+        if plt is not None:
+            draws = dict(_DRAWERS)
+            if s["training"]:
+                draws["training"] = _draw_training
+            for name, draw in draws.items():
+                data = _figure_bytes(plt, draw(plt, s)[0], "png")
+                images[name] = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        if path.parent != Path(""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return _write_text(path, page(s, title, images))
+
+    def export_visualizations(
+        self, export_dir: str | os.PathLike[str], formats: Iterable[str] = ("png", "html", "json")
+    ) -> dict[str, list[str]]:
+        """Every plot in each image format (``png``, ``svg``, ``pdf``), the report
+        (``html``), the snapshot and raw events (``json``), the text summary (``txt``)
+        into ``export_dir``; returns ``{format: [paths]}``."""
+        out = Path(export_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        formats = list(formats)
+        unknown = sorted(set(formats) - {"png", "svg", "pdf", "html", "json", "txt"})
+        if unknown:
+            raise ValueError(f"unknown export formats {unknown}; choose from png, svg, pdf, html, json, txt")
+        s = summarize(self.metrics)
+        written: dict[str, list[str]] = {f: [] for f in formats}
+        plt = _pyplot()
+        drawn: dict[str, Any] = {}
+        for fmt in [f for f in formats if f in ("png", "svg", "pdf")]:
+            if plt is None:
+                break
+            for name, draw in _DRAWERS.items():
+                fig, drawn[name] = draw(plt, s)
+                data = _figure_bytes(plt, fig, fmt)
+                written[fmt].append(str(_write_bytes(out / f"{name}.{fmt}", data)))
+        if "html" in formats:
+            written["html"].append(str(self.generate_html_report(out / "report.html")))
+        if "json" in formats:
+            written["json"].append(str(_write_text(out / "report.json", _json({**s, "plotted": drawn}))))
+            events = json.dumps(self.metrics.get_metrics(), default=str)
+            written["json"].append(str(_write_text(out / "metrics.json", events)))
+        if "txt" in formats:
+            written["txt"].append(str(_write_text(out / "summary.txt", text_summary(s))))
+        return written
+
+    def get_metrics_dataframe(self, model_id: str | None = None) -> Any:
+        """Training metrics as a pandas DataFrame indexed by epoch (one column per name)."""
+        import pandas as pd
+
+        training = summarize(self.metrics)["training"]
+        columns: dict[str, dict[int, float]] = {}
+        for model, series in training.items():
+            if model_id is None or model == model_id:
+                for name, points in series.items():
+                    columns[name if model_id else f"{model}/{name}"] = dict(points)
+        return pd.DataFrame(columns).sort_index().rename_axis("epoch")
 
 
-def run_dataset(
-    address: str, *, epochs: int = 1, batch_size: int = 32, client: Any = None
-) -> MetricsCollector:
-    """Run ``epochs`` loader epochs over a dataset with every source instrumented."""
-    from torch_ipfs.client import Client
-    from torch_ipfs.loader import IPFSDataLoader
-    from torch_ipfs.metrics import instrument_client
-
-    metrics = MetricsCollector()
-    own = client is None
-    client = client if client is not None else Client()
-    try:
-        instrument_client(client, metrics)
-        with IPFSDataLoader(client, batch_size=batch_size, metrics=metrics) as loader:
-            result = loader.load_dataset(address)
-            if not result["success"]:
-                raise RuntimeError(f"cannot load {address}: {result['error_type']}: {result['error']}")
-            for _ in range(epochs):
-                for _batch in loader:
-                    pass
-    finally:
-        if own:
-            client.close()
-    return metrics
-
-
-def cmd_report(args: argparse.Namespace) -> tuple[int, str]:
-    """Run ``torch-ipfs report``; returns ``(exit code, text to print)`` (the CLI prints)."""
-    if bool(args.metrics_file) == bool(args.dataset):
-        return 2, "torch-ipfs report: give either a metrics JSON file or --dataset ADDRESS\n"
-    if args.dataset:
-        metrics = run_dataset(args.dataset, epochs=args.epochs, batch_size=args.batch_size)
-    else:
-        metrics = MetricsCollector.load(args.metrics_file)
-    if args.text:
-        return 0, text_summary(metrics)
-    page = render(metrics, args.out)
-    return 0, text_summary(metrics) + f"\nreport: {page}\n"
+def create_visualization(
+    metrics: MetricsCollector, interactive: bool = False, theme: str | None = None
+) -> Visualization:
+    """ipfs_kit's ``create_visualization(metrics, interactive=...)``."""
+    return Visualization(metrics, interactive=interactive, theme=theme)

@@ -12,30 +12,33 @@ Helia, boxo) can fetch and verify from it, plus the plain path gateway for peopl
 - ``GET /ipfs/{cid}[/path]`` without a format: file bytes with ``Range`` support (206), a
   small HTML listing for directories. ``HEAD`` everywhere.
 
-The walk that decides which blocks a CAR holds is written here independently of the
-client's verifier (:class:`~torch_ipfs.carverify.CarBlockVerifier`), so the two check each
-other. A block missing midway truncates the response (the status was already 200), as
-real gateways do. Loopback by default; read-only (other methods: 405); ``..`` or
-oversized requests are refused. ``delay`` injects a per-request latency (benchmarks).
+The walk that decides which blocks a CAR holds is :class:`~torch_ipfs.unixfs.walk.CarWalk`,
+the one the client's verifier (:class:`~torch_ipfs.carverify.CarBlockVerifier`) runs, so
+the two agree by construction; it is iterative and bounded, whatever the DAG. A block
+missing midway truncates the response (the status was already 200), as real gateways do.
+Loopback by default; read-only (other methods: 405); ``..`` or oversized requests are
+refused. ``delay`` injects a per-request latency (benchmarks).
 """
 
 from __future__ import annotations
 
 import html
+import io
 import logging
 import mimetypes
 import re
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from torch_ipfs.car import encode_header
-from torch_ipfs.carverify import parse_entity_bytes
-from torch_ipfs.cid import CID, DAG_PB, RAW
-from torch_ipfs.dag import child_cids
-from torch_ipfs.dagpb import DataType, UnixFSData, decode_node
+from torch_ipfs.cid import CID
+from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import (
     BlockNotFoundError,
     FormatError,
@@ -46,7 +49,8 @@ from torch_ipfs.errors import (
     PathNotFoundError,
 )
 from torch_ipfs.sources.base import BlockSource
-from torch_ipfs.unixfs.reader import UnixFSFile, decode_file_node, ls, resolve_path
+from torch_ipfs.unixfs.reader import UnixFSFile, ls
+from torch_ipfs.unixfs.walk import CarWalk, node_kind, parse_entity_bytes, resolve_segments
 from torch_ipfs.varint import encode_varint
 
 __all__ = ["GatewayServer", "car_blocks", "make_server", "serve_forever"]
@@ -59,30 +63,114 @@ MAX_HEADER_BYTES = 16 * 1024
 CAR_CHUNK_BYTES = 256 * 1024
 _IMMUTABLE = "public, max-age=29030400, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Any well-formed byte-ranges value (RFC 9110 14.1.2), several ranges included.
+_RANGES = re.compile(r"^bytes=\s*(\d*-\d*)(\s*,\s*\d*-\d*)*\s*$")
+#: Offsets are 64-bit: a longer number cannot be satisfied (and int() of a huge string
+#: is slow and, past 4300 digits, an error).
+_MAX_OFFSET_DIGITS = 20
+
+
+#: Concurrent connections served; more are answered 503 with Retry-After at once.
+DEFAULT_MAX_CONNECTIONS = 64
+#: Seconds a connection may take to send a request line and its headers (slowloris).
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a socket may sit without one byte moving either way, mid-request or between
+#: keep-alive requests (a client that stops reading its response is dropped too).
+DEFAULT_IDLE_TIMEOUT = 30.0
+RETRY_AFTER_SECONDS = 1
 
 
 class GatewayServer(ThreadingHTTPServer):
-    """The HTTP server; ``source`` is any BlockSource (usually the embedded store)."""
+    """The HTTP server; ``source`` is any BlockSource (usually the embedded store).
+
+    Bounded against slow or many clients: at most ``max_connections`` are served at once
+    (one thread each; the rest get ``503`` + ``Retry-After`` without a thread), a
+    request's line and headers must arrive within ``header_timeout`` seconds, and any
+    socket idle for ``idle_timeout`` seconds is closed.
+    """
 
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128  # parallel clients open many connections at once
 
-    def __init__(self, address: tuple[str, int], source: BlockSource, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        source: BlockSource,
+        *,
+        delay: float = 0.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         self.source = source
         self.delay = delay
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self._active = 0
+        self._active_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    @property
+    def active_connections(self) -> int:
+        """Connections being served right now."""
+        return self._active
+
+    def process_request(self, request, client_address) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._active_lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _refuse_busy(self, request) -> None:
+        """Answer 503 on the accepting thread: a short write, never a read, then close."""
+        body = b"too many connections; retry later\n"
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        log.warning("refusing a connection: %d connections already served", self.max_connections)
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
     def handle_error(self, request, client_address) -> None:
-        # A client that hangs up mid-response is routine (timeouts, hedged requests).
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        # A client that hangs up mid-response is routine (timeouts, hedged requests);
+        # anything else is a bug worth seeing.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        else:
+            log.warning("connection from %s failed", client_address, exc_info=True)
 
     @property
     def url(self) -> str:
         """Base URL of this gateway (``http://127.0.0.1:PORT``)."""
         host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        text = f"[{text}]" if ":" in text else text
+        return f"http://{text}:{port}"
 
     def start(self) -> threading.Thread:
         """Serve in a daemon thread (tests, benchmarks); stop with ``shutdown()`` + ``server_close()``."""
@@ -94,17 +182,19 @@ class GatewayServer(ThreadingHTTPServer):
 
 
 def make_server(
-    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> GatewayServer:
-    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving."""
-    return GatewayServer((host, port), store, delay=delay)
+    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving.
+    ``limits``: ``max_connections``, ``header_timeout``, ``idle_timeout`` (see
+    :class:`GatewayServer`)."""
+    return GatewayServer((host, port), store, delay=delay, **limits)
 
 
 def serve_forever(
-    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> None:
     """Serve ``store`` until interrupted (Ctrl-C)."""
-    server = make_server(store, host, port, delay=delay)
+    server = make_server(store, host, port, delay=delay, **limits)
     log.info("serving %s on %s/ipfs/", store, server.url)
     try:
         server.serve_forever()
@@ -114,40 +204,53 @@ def serve_forever(
         server.server_close()
 
 
+class _DeadlineSocketIO(io.RawIOBase):
+    """The reading side of a connection: every ``recv`` waits at most the idle timeout,
+    and, while a deadline is set (the request line and headers), no later than it.
+    ``arm_on_first_byte(budget)`` starts such a deadline when the next byte arrives (a
+    kept-alive connection may wait for its next request for the idle timeout)."""
+
+    def __init__(self, sock: socket.socket, idle: float) -> None:
+        super().__init__()
+        self.sock, self.idle = sock, idle
+        self.deadline: float | None = None
+        self._budget: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def arm_on_first_byte(self, budget: float) -> None:
+        self.deadline, self._budget = None, budget
+
+    def readinto(self, buffer) -> int:
+        if self._budget is not None:
+            self.sock.settimeout(self.idle)
+            try:
+                n = self.sock.recv_into(buffer)
+            finally:
+                self.sock.settimeout(self.idle)
+            self.deadline, self._budget = time.monotonic() + self._budget, None
+            return n
+        timeout = self.idle
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("request headers took too long")
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle)  # writes: idle timeout only
+
+
 # -- which blocks a CAR response holds ----------------------------------------------------
-
-
-class _Recorder(BlockSource):
-    """Remembers the blocks fetched through it, in order (the path blocks of a request)."""
-
-    def __init__(self, source: BlockSource) -> None:
-        self.source = source
-        self.name = source.name
-        self.fetched: list[tuple[CID, bytes]] = []
-
-    def get(self, cid: CID) -> bytes:
-        block = self.source.get(cid)
-        self.fetched.append((cid, block))
-        return block
-
-    def _get_raw(self, cid: CID) -> bytes:
-        return self.get(cid)
-
-
-def _unixfs_type(cid: CID, block: bytes) -> DataType | None:
-    if cid.codec == RAW:
-        return DataType.Raw
-    if cid.codec != DAG_PB:
-        return None
-    node = decode_node(block)
-    return UnixFSData.decode(node.data).type if node.data is not None else None
 
 
 def resolve(source: BlockSource, root: CID, segments: list[str]) -> tuple[CID, list[tuple[CID, bytes]]]:
     """The terminal CID of ``root/segments`` and the blocks the resolution read, in order."""
-    recorder = _Recorder(source)
-    terminal = resolve_path(recorder, root, segments) if segments else root
-    return terminal, recorder.fetched
+    fetched: list[tuple[CID, bytes]] = []
+    terminal = resolve_segments(source, root, segments, lambda c, b: fetched.append((c, b)))
+    return terminal, fetched
 
 
 def car_blocks(
@@ -161,81 +264,15 @@ def car_blocks(
 ) -> Iterator[tuple[CID, bytes]]:
     """The blocks of a trustless CAR response, in order: the path blocks, then the
     terminal element per ``scope`` (``entity_bytes`` implies ``entity``). With ``dups``
-    a block is sent each time the walk meets it; without, only the first time."""
-    sent: set[bytes] = set()
+    a block is sent each time the walk meets it; without, only the first time.
 
-    def emit(cid: CID, block: bytes) -> Iterator[tuple[CID, bytes]]:
-        if cid.is_identity:
-            return
-        if not dups:
-            if cid.multihash in sent:
-                return
-            sent.add(cid.multihash)
+    The order is :class:`~torch_ipfs.unixfs.walk.CarWalk`'s, the walk the client's
+    verifier runs: iterative and depth-limited, whatever the DAG."""
+    walk = CarWalk(root, tuple(segments), scope=scope, entity_bytes=entity_bytes, dups=dups)
+    while (cid := walk.next_cid()) is not None:
+        block = source.get(cid)
+        walk.accept(cid, block)
         yield cid, block
-
-    def subtree(cid: CID, block: bytes, follow: set[DataType] | None) -> Iterator[tuple[CID, bytes]]:
-        """DFS from a block already emitted; ``follow`` limits which node types are expanded
-        (None: everything); with dups=n a repeated subtree is not walked again."""
-        if follow is not None and _unixfs_type(cid, block) not in follow:
-            return
-        for child in child_cids(cid, block):
-            if not dups and child.multihash in sent:
-                continue
-            child_block = child.digest if child.is_identity else source.get(child)
-            yield from emit(child, child_block)
-            yield from subtree(child, child_block, follow)
-
-    def hamt_shards(cid: CID, block: bytes) -> Iterator[tuple[CID, bytes]]:
-        for link in decode_node(block).links:
-            if len(link.name or "") != 2 or (not dups and link.cid.multihash in sent):
-                continue
-            child_block = source.get(link.cid)
-            yield from emit(link.cid, child_block)
-            yield from hamt_shards(link.cid, child_block)
-
-    def byte_range(cid: CID, block: bytes, start: int, lo: int, hi: int) -> Iterator[tuple[CID, bytes]]:
-        node = decode_file_node(cid, block)
-        for i, child in enumerate(node.links):
-            child_start, size = start + node.offsets[i], node.sizes[i]
-            if size == 0 or child_start + size <= lo:
-                continue
-            if child_start >= hi:
-                break
-            child_block = child.digest if child.is_identity else source.get(child)
-            yield from emit(child, child_block)
-            yield from byte_range(child, child_block, child_start, lo, hi)
-
-    terminal, path_blocks = resolve(source, root, segments)
-    for cid, block in path_blocks:
-        yield from emit(cid, block)
-    block = terminal.digest if terminal.is_identity else source.get(terminal)
-    yield from emit(terminal, block)
-    if entity_bytes is not None:
-        scope = "entity"
-    if scope == "block":
-        return
-    if scope == "all":
-        yield from subtree(terminal, block, None)
-        return
-    kind = _unixfs_type(terminal, block)
-    if kind in (DataType.File, DataType.Raw):
-        if entity_bytes is None:
-            yield from subtree(terminal, block, {DataType.File, DataType.Raw})
-            return
-        size = decode_file_node(terminal, block).size
-        lo, hi = _resolve_entity_bytes(entity_bytes, size)
-        if lo < hi:
-            yield from byte_range(terminal, block, 0, lo, hi)
-    elif kind == DataType.HAMTShard:
-        yield from hamt_shards(terminal, block)
-
-
-def _resolve_entity_bytes(entity_bytes: tuple[int, int | None], size: int) -> tuple[int, int]:
-    """Inclusive ``from:to`` (negatives from the end, None = end) -> half-open, clamped."""
-    start, end = entity_bytes
-    lo = max(size + start if start < 0 else start, 0)
-    last = size - 1 if end is None else (size + end if end < 0 else end)
-    return lo, min(last + 1, size)
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -269,6 +306,28 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - " + format, self.address_string(), *args)
 
+    # -- connection limits ------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # writes too: a client must read
+        self._reader = _DeadlineSocketIO(self.connection, self.server.idle_timeout)
+        self._requests = 0
+        self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+
+    def handle_one_request(self) -> None:
+        # A request line and its headers must arrive within header_timeout: counted from
+        # the accept for a connection's first request, from the first byte for the next
+        # ones (a kept-alive connection may sit idle for idle_timeout in between). _serve
+        # lifts the deadline once they are in.
+        if self._requests == 0:
+            self._reader.deadline = time.monotonic() + self.server.header_timeout
+        else:
+            self._reader.arm_on_first_byte(self.server.header_timeout)
+        self._requests += 1
+        self._headers_sent = False
+        super().handle_one_request()
+
     # -- methods ----------------------------------------------------------------------
 
     def do_GET(self) -> None:
@@ -286,6 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- dispatch ---------------------------------------------------------------------
 
     def _serve(self, *, head: bool) -> None:
+        self._reader.deadline = None  # headers are in: only the idle timeout applies now
         try:
             root, segments, query = self._parse_target()
             if self.server.delay:
@@ -310,8 +370,15 @@ class _Handler(BaseHTTPRequestHandler):
         except IPFSError as e:
             log.warning("error serving %s: %s", self.path, e)
             self._plain(502 if not isinstance(e, FormatError) else 500, f"{e}\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+        except Exception:
+            # A bug, not the client's doing: seen at warning level, answered 500 if the
+            # status line has not gone out yet, and the connection is not reused.
+            log.warning("unexpected error serving %s", self.path, exc_info=True)
+            self.close_connection = True
+            if not self._headers_sent:
+                self._plain(500, "internal error\n")
 
     def _parse_target(self) -> tuple[CID, list[str], dict[str, list[str]]]:
         if len(self.path) > MAX_URL_BYTES:
@@ -347,7 +414,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses ------------------------------------------------------------------------
 
+    def end_headers(self) -> None:
+        self._headers_sent = True
+        super().end_headers()
+
     def _plain(self, status: int, text: str, *, extra: dict[str, str] | None = None) -> None:
+        if status >= 500:
+            log.warning("%s %s -> %d: %s", self.command, self.path, status, text.strip())
         body = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -451,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         source = self.server.source
         terminal, _ = resolve(source, root, segments)
         block = terminal.digest if terminal.is_identity else source.get(terminal)
-        kind = _unixfs_type(terminal, block)
+        kind = node_kind(terminal, block)
         if kind in (DataType.Directory, DataType.HAMTShard):
             self._serve_listing(root, segments, terminal, head=head)
             return
@@ -463,8 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
         content_range = None
         wanted = self.headers.get("Range")
         if wanted:
-            m = _RANGE.match(wanted.strip())
-            if m and (m.group(1) or m.group(2)):  # one range; anything else is ignored (RFC 9110)
+            m = _check_range(wanted.strip(), size)
+            if m and (m.group(1) or m.group(2)):  # one range; several are ignored (RFC 9110)
                 if m.group(1):
                     start = int(m.group(1))
                     end = min(size, int(m.group(2)) + 1) if m.group(2) else size
@@ -528,8 +601,21 @@ def _path_roots(source: BlockSource, root: CID, segments: list[str]) -> list[CID
     ``X-Ipfs-Roots``). The blocks were just read to resolve the path: local reads."""
     roots = [root]
     for segment in segments:
-        roots.append(resolve_path(source, roots[-1], [segment]))
+        roots.append(resolve_segments(source, roots[-1], [segment]))
     return roots
+
+
+def _check_range(value: str, size: int) -> re.Match[str] | None:
+    """The match of a single ``bytes=a-b`` range, or None for a value to ignore (several
+    ranges, another unit). 400 for a malformed ``bytes=`` value, 416 for offsets no file
+    can have."""
+    if not value.lower().startswith("bytes="):
+        return None  # another range unit: ignored, as RFC 9110 allows
+    if len(value) > 1024 or not _RANGES.match(value):
+        raise _HTTPProblem(400, f"malformed Range header {value[:80]!r}")
+    if any(len(n) > _MAX_OFFSET_DIGITS for n in re.findall(r"\d+", value)):
+        raise _HTTPRangeProblem(size)
+    return _RANGE.match(value)
 
 
 def _ipfs_path(root: CID, segments: list[str]) -> str:

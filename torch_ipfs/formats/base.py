@@ -27,8 +27,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath
-from torch_ipfs.errors import ManifestError
+from torch_ipfs.errors import ManifestError, SampleTooLargeError
 
 __all__ = [
     "ClientHandle",
@@ -37,6 +38,7 @@ __all__ = [
     "RawSample",
     "SampleSchema",
     "check_member_name",
+    "check_sample_size",
     "child",
     "extension_of",
     "json_sample",
@@ -115,6 +117,33 @@ def split_key(name: str) -> tuple[str, str] | None:
     if dot <= slash + 1 or dot == len(name) - 1:
         return None
     return name[:dot], name[dot + 1 :]
+
+
+# -- the per-sample byte limit ---------------------------------------------------------------
+
+
+def check_sample_size(size: int, what: str, limit: int | None = None) -> None:
+    """Raise :class:`~torch_ipfs.errors.SampleTooLargeError` if a sample of ``size``
+    bytes (declared, or read so far) is over ``limit`` (default:
+    :func:`torch_ipfs.config.max_sample_bytes`: 256 MiB, or
+    ``$TORCH_IPFS_MAX_SAMPLE_BYTES``). Every layout calls it with the declared size
+    before reading a sample, and streaming reads as bytes arrive, so a hostile "file"
+    of 2^50 bytes costs nothing."""
+    if limit is None:
+        limit = config.max_sample_bytes()
+    if size > limit:
+        raise SampleTooLargeError(what, size, limit)
+
+
+def bounded_chunks(chunks: Iterator[bytes], declared: int, what: str) -> Iterator[bytes]:
+    """``chunks`` checked against the limit before the first and as they arrive."""
+    limit = config.max_sample_bytes()
+    check_sample_size(declared, what, limit)
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        check_sample_size(total, what, limit)
+        yield chunk
 
 
 # -- clients across processes --------------------------------------------------------------
@@ -246,8 +275,12 @@ class Layout(abc.ABC):
         return f
 
     def cat(self, ref: IPFSPath | CID | str) -> bytes:
-        """A whole (small) file."""
+        """A whole (small) file: a sample, or a manifest or JSON shard holding samples;
+        one over the per-sample byte limit is a
+        :class:`~torch_ipfs.errors.SampleTooLargeError` before any of it is fetched
+        (:func:`check_sample_size`)."""
         f = self.file(ref)
+        check_sample_size(f.size, f"{self.where}: {ref}")
         return f.read_range(0, f.size)
 
     def __getstate__(self) -> dict[str, Any]:

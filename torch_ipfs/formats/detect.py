@@ -20,15 +20,16 @@ those work too, one layout per object, concatenated.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
-from torch_ipfs.errors import ManifestError
+from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
-from torch_ipfs.formats.manifest import load_json
+from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, load_json
 
 __all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
 
@@ -49,15 +50,21 @@ class RemoteFileType(enum.Enum):
 
 @dataclass(frozen=True)
 class IPFSObject:
-    """One input of a dataset: an address and what kind of object it is."""
+    """One input of a dataset: an address (string or :class:`~torch_ipfs.cid.CID`) and
+    what kind of object it is (``filetype``, the ``ipfs-dataset`` package's attribute)."""
 
-    url: str
-    type: RemoteFileType = RemoteFileType.PLAIN
+    url: str | CID | IPFSPath
+    filetype: RemoteFileType = RemoteFileType.PLAIN
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, RemoteFileType):
+        if not isinstance(self.filetype, RemoteFileType):
             valid = ", ".join(t.name for t in RemoteFileType)
-            raise ValueError(f"IPFSObject type must be a RemoteFileType ({valid}), got {self.type!r}")
+            raise ValueError(f"IPFSObject type must be a RemoteFileType ({valid}), got {self.filetype!r}")
+
+    @property
+    def type(self) -> RemoteFileType:
+        """The same as :attr:`filetype`."""
+        return self.filetype
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -76,8 +83,28 @@ def open_layout(root: Any, client: ClientHandle, *, layout: str | None = None) -
         return parts[0] if len(parts) == 1 else ConcatLayout(client, parts)
     if not isinstance(root, (str, CID, IPFSPath)):
         raise TypeError(f"a dataset root is an address string, CID or IPFSObject, not {type(root).__name__}")
-    address = parse_address(root)
+    address = _parse_root(root)
     return _Detector(client, address).open(layout)
+
+
+def _parse_root(root: str | CID | IPFSPath) -> IPFSPath:
+    """``parse_address``, with the fix named when the root is a local path."""
+    if isinstance(root, str) and _looks_local(root):
+        raise InvalidCIDError(
+            root,
+            "this is a local path, not an IPFS address: import it first with "
+            f"`torch-ipfs add -r {root}` (or torch_ipfs.add(path)), or export a torchvision "
+            "dataset with torch_ipfs.export(dataset), then pass the CID it prints "
+            "as 'ipfs://<cid>'",
+        )
+    return parse_address(root)
+
+
+def _looks_local(text: str) -> bool:
+    text = text.strip()
+    if not text or text.startswith(("ipfs://", "/ipfs/", "http://", "https://", "ipns://", "/ipns/")):
+        return False
+    return text.startswith(("./", "../", "~", "/", ".")) or os.path.exists(text)
 
 
 def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
@@ -87,11 +114,16 @@ def _open_object(obj: IPFSObject, client: ClientHandle) -> Layout:
         RemoteFileType.FOLDER: "folder",
         RemoteFileType.PLAIN: "plain",
         RemoteFileType.PLAIN_STREAM: "plain",
-    }[obj.type]
-    detector = _Detector(client, parse_address(obj.url))
-    if obj.type is RemoteFileType.PLAIN_STREAM:
+    }[obj.filetype]
+    detector = _Detector(client, _parse_root(obj.url))
+    if obj.filetype is RemoteFileType.PLAIN_STREAM:
         return detector.plain(streaming=True)
     return detector.open(kind)
+
+
+def _check_manifest_size(size: int, where: str) -> None:
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: manifest is {size} bytes, over {MAX_MANIFEST_BYTES}")
 
 
 class _Detector:
@@ -108,7 +140,9 @@ class _Detector:
         return {e.name: e for e in self.client.get().ls(self.root)}
 
     def _cat(self, ref: IPFSPath) -> bytes:
-        return self.client.get().cat(ref)
+        f = self.client.get().file(ref)
+        _check_manifest_size(f.size, str(ref))  # before a byte of a hostile 2^50-byte "manifest"
+        return f.read_range(0, f.size)
 
     def open(self, layout: str | None) -> Layout:
         is_dir = self._stat_type() == "dir"
@@ -146,6 +180,7 @@ class _Detector:
         if layout == "zip" or (layout is None and head[:4] in (b"PK\x03\x04", b"PK\x05\x06")):
             return self._zips([(name, self.root.cid)])
         if head.lstrip()[:1] == b"{":
+            _check_manifest_size(root_file.size, self.where)
             manifest = root_file.read_range(0, root_file.size)
             return self.from_manifest(load_json(manifest, self.where), self.where, layout)
         raise ManifestError(
@@ -175,7 +210,7 @@ class _Detector:
         if kind == "embedded":
             return embedded.EmbeddedLayout.from_manifest(self.client, manifest, where)
         if kind == "shardedjson":
-            return shardedjson.ShardedJSONLayout.from_manifest(self.client, self.root, manifest, where)
+            return shardedjson.open_shardedjson(self.client, self.root, manifest, where)
         if kind == "multimodal":
             return multimodal.MultimodalLayout.from_manifest(self.client, self.root, manifest, where)
         if kind == "cidlist":

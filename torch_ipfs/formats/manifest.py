@@ -30,6 +30,8 @@ def load_json(data: bytes, where: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError as e:  # "[[[[..." nested deeper than the decoder's stack
+        raise ManifestError(f"{where}: JSON nested too deeply") from e
 
 
 def encode_json(value: Any) -> bytes:
@@ -57,7 +59,7 @@ def field(obj: Any, name: str, kind: type | tuple[type, ...], where: str, *, req
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         what = _TYPES.get(kind, getattr(kind, "__name__", str(kind)))
         raise ManifestError(f"{where}: field {name!r} must be {what}, got {type(value).__name__}")
-    if kind is int and value < 0:
+    if kind is int and isinstance(value, int) and value < 0:
         raise ManifestError(f"{where}: field {name!r} must be >= 0, got {value}")
     return value
 

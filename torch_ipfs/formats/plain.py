@@ -16,6 +16,8 @@ from torch_ipfs.formats.base import (
     Layout,
     RawSample,
     SampleSchema,
+    bounded_chunks,
+    check_sample_size,
     extension_of,
     sniff_extension,
 )
@@ -44,5 +46,10 @@ class PlainLayout(Layout):
             return
         name, ref = self.files[shard]
         f = self.file(ref)
-        data = b"".join(f.iter_chunks()) if self.streaming else f.read_range(0, f.size)
+        what = f"{self.where}: {name or ref}"
+        if self.streaming:
+            data = b"".join(bounded_chunks(f.iter_chunks(), f.size, what))
+        else:
+            check_sample_size(f.size, what)
+            data = f.read_range(0, f.size)
         yield RawSample(name or str(ref.cid), {extension_of(name) or sniff_extension(data): data})

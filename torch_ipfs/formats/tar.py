@@ -13,10 +13,11 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
+from torch_ipfs import config
 from torch_ipfs.errors import ManifestError
-from torch_ipfs.formats.base import RawSample, check_member_name, split_key
+from torch_ipfs.formats.base import RawSample, check_member_name, check_sample_size, split_key
 
 __all__ = [
     "BLOCK",
@@ -111,7 +112,7 @@ def _members_of(sample: Any) -> tuple[str, dict[str, bytes]]:
     return str(key), fields
 
 
-def write_tar_shard(samples: Iterable[Any], out: BinaryIO) -> ShardIndex:
+def write_tar_shard(samples: Iterable[Any], out: IO[bytes]) -> ShardIndex:
     """Write samples as one tar shard (WebDataset conventions) and return its index.
 
     ``samples`` yields ``(key, {field: bytes})`` pairs (or dicts with ``"__key__"``);
@@ -224,6 +225,23 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return records
 
 
+#: Long-name and pax records are a few hundred bytes; a larger one is refused unread.
+MAX_EXTENSION_BYTES = 1024 * 1024
+#: Headers read from one archive (members plus their long-name/pax records): a hostile,
+#: consistent "archive" of 2^50 bytes of empty members would otherwise be scanned for
+#: days; 10 million is far above any real shard (even ImageNet's 1.28M files in one tar).
+MAX_MEMBERS = 10_000_000
+
+
+def _pax_size(pax: dict[str, str], default: int, where: str) -> int:
+    raw = pax.get("size")
+    if raw is None:
+        return default
+    if not (0 < len(raw) <= 20 and raw.isdigit()):  # a 64-bit decimal, nothing else
+        raise ManifestError(f"{where}: pax size {raw[:40]!r} is not a byte count")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class TarMember:
     """A regular file in an archive: ``offset`` of its first header (including any
@@ -252,7 +270,11 @@ def _walk(
     long_name: str | None = None
     pax: dict[str, str] = {}
     member_start = pos
+    headers = 0
     while True:
+        headers += 1
+        if headers > MAX_MEMBERS:
+            raise ManifestError(f"{where}: more than {MAX_MEMBERS} tar headers in one archive")
         block = read_block(BLOCK)
         if not block:
             return
@@ -261,6 +283,11 @@ def _walk(
             return
         data_offset = pos + BLOCK
         if header.type in (b"L", b"x", b"g", b"K"):
+            if header.size > MAX_EXTENSION_BYTES:
+                raise ManifestError(
+                    f"{where}: tar extension header at offset {pos} declares {header.size} bytes, "
+                    f"over {MAX_EXTENSION_BYTES}"
+                )
             raw = read_block(_padded(header.size))[: header.size]
             if len(raw) < header.size:
                 raise ManifestError(f"{where}: truncated tar extension header at offset {pos}")
@@ -272,7 +299,7 @@ def _walk(
             continue
         name = pax.get("path") or long_name or header.name
         if header.type in _DATA_TYPES:
-            size = int(pax.get("size", header.size))
+            size = _pax_size(pax, header.size, where)
             member = TarMember(check_member_name(name, where), member_start, data_offset, size)
             yield member, read_data(data_offset, size)
         elif header.type in _SKIP_TYPES:
@@ -320,6 +347,7 @@ def iter_members(chunks: Iterable[bytes], where: str, start: int = 0) -> Iterato
     reader = ChunkReader(chunks)
 
     def read_data(offset: int, size: int) -> bytes:
+        check_sample_size(size, f"{where}: tar member at offset {offset}")  # before reading it
         padded = _padded(size)
         data = reader.read(padded)
         if len(data) < size:
@@ -334,6 +362,8 @@ def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Ite
     has no extension belong to no sample; they are skipped and logged."""
     key: str | None = None
     fields: dict[str, bytes] = {}
+    total = 0
+    limit = config.max_sample_bytes()
     for member, data in members:
         split = split_key(member.name)
         if split is None:
@@ -343,9 +373,11 @@ def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Ite
         if k != key:
             if key is not None:
                 yield RawSample(key, fields)
-            key, fields = k, {}
+            key, fields, total = k, {}, 0
         if fname in fields:
             raise ManifestError(f"{where}: sample {k!r} has field {fname!r} twice")
+        total += len(data)
+        check_sample_size(total, f"{where}: sample {k!r}", limit)
         fields[fname] = data
     if key is not None:
         yield RawSample(key, fields)
@@ -380,5 +412,6 @@ def scan_index(read_range: Callable[[int, int], bytes], size: int, where: str) -
             keys.append(split[0])
             offsets.append(member.offset)
         end = member.end
-    offsets.append(end)
+    # A last member whose final padding is missing still ends at the end of the bytes.
+    offsets.append(min(end, size))
     return ShardIndex(keys, offsets)

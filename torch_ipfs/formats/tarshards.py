@@ -23,7 +23,14 @@ from typing import Any
 from torch_ipfs.cid import CID, IPFSPath
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats import tar
-from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, check_member_name
+from torch_ipfs.formats.base import (
+    ClientHandle,
+    Layout,
+    RawSample,
+    SampleSchema,
+    check_member_name,
+    check_sample_size,
+)
 from torch_ipfs.formats.manifest import encode_json, field, parse_cid
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
 
@@ -237,7 +244,7 @@ class TarShardsLayout(Layout):
         shards = [_parse_shard(e, i, root, where) for i, e in enumerate(entries)]
         total = field(manifest, "total_samples", int, where, required=False)
         if total is not None and all(s.index is not None for s in shards):
-            counted = sum(len(s.index) for s in shards)  # type: ignore[arg-type]
+            counted = sum(len(s.index or ()) for s in shards)
             if counted != total:
                 raise ManifestError(f"{where}: total_samples {total} but the shards index {counted} samples")
         meta = {
@@ -276,6 +283,7 @@ class TarShardsLayout(Layout):
         shard, offset = self.locate(index)
         idx = self._index(shard)
         start, length = idx.span(offset, offset + 1)
+        check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[offset]!r}")  # before reading
         data = self._checked_file(shard).read_range(start, length)
         where = self._where(shard)
         if len(data) != length:

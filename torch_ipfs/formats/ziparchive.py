@@ -33,6 +33,7 @@ from torch_ipfs.formats.base import (
     RawSample,
     SampleSchema,
     check_member_name,
+    check_sample_size,
     split_key,
 )
 
@@ -45,6 +46,9 @@ _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _MAX_COMMENT = 65535
 _RATIO_FLOOR = 1 << 20  # small members may compress very well without being bombs
+#: A central directory is ~50 bytes plus the name per member: 256 MiB is millions of
+#: members; a larger one is refused before it is read.
+MAX_CENTRAL_DIRECTORY_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -94,26 +98,40 @@ def read_central_directory(read_range: Any, size: int, where: str, limits: _Limi
         if loc < 0 or tail[loc : loc + 4] != b"PK\x06\x07":
             raise ManifestError(f"{where}: zip64 archive without a zip64 locator")
         _, _, eocd64_offset, _ = _EOCD64_LOCATOR.unpack_from(tail, loc)
+        if eocd64_offset + _EOCD64.size > size:
+            raise ManifestError(f"{where}: zip64 end-of-central-directory record past the end of the file")
         record = read_range(eocd64_offset, _EOCD64.size)
         if len(record) < _EOCD64.size or record[:4] != b"PK\x06\x06":
             raise ManifestError(f"{where}: bad zip64 end-of-central-directory record")
         _, _, _, _, _, _, _, count, cd_size, cd_offset = _EOCD64.unpack(record)
     if cd_offset + cd_size > size:
         raise ManifestError(f"{where}: central directory runs past the end of the file")
+    if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise ManifestError(
+            f"{where}: central directory of {cd_size} bytes, over {MAX_CENTRAL_DIRECTORY_BYTES}"
+        )
     directory = read_range(cd_offset, cd_size)
     members: list[ZipMember] = []
     pos = 0
     total = 0
     for _ in range(count):
-        if directory[pos : pos + 4] != b"PK\x01\x02":
-            raise ManifestError(f"{where}: corrupt central directory at entry {len(members)}")
+        if directory[pos : pos + 4] != b"PK\x01\x02" or pos + _CENTRAL.size > len(directory):
+            raise ManifestError(
+                f"{where}: corrupt central directory at entry {len(members)} "
+                f"(shorter than the {count} entries it declares?)"
+            )
         fields = _CENTRAL.unpack_from(directory, pos)
         flags, method, crc, csize, usize = fields[3], fields[4], fields[7], fields[8], fields[9]
         name_len, extra_len, comment_len, offset = fields[10], fields[11], fields[12], fields[16]
         raw_name = directory[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len]
         extra = directory[pos + _CENTRAL.size + name_len : pos + _CENTRAL.size + name_len + extra_len]
         pos += _CENTRAL.size + name_len + extra_len + comment_len
-        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        if len(raw_name) != name_len:
+            raise ManifestError(f"{where}: central directory entry {len(members)} is cut off")
+        try:
+            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{where}: member name {raw_name!r} is flagged UTF-8 but is not") from e
         wanted = [n for n, v in (("usize", usize), ("csize", csize), ("offset", offset)) if v == 0xFFFFFFFF]
         if wanted:
             big = _u64_extra(extra, wanted, f"{where}: {name!r}")
@@ -194,6 +212,9 @@ class ZipLayout(Layout):
     def iter_span(self, shard: int, start: int, stop: int) -> Iterator[RawSample]:
         f = self.file(self.archives[shard][1])
         for key, members in self._index(shard)[start:stop]:
+            # what the sample declares, compressed (what is fetched) and not (what is kept)
+            declared = sum(max(m.size, m.compressed_size) for _, m in members)
+            check_sample_size(declared, f"{self._where(shard)}: sample {key!r}")
             fields: dict[str, Any] = {}
             for fname, m in members:
                 if fname in fields:
@@ -217,7 +238,10 @@ class ZipLayout(Layout):
             raise ManifestError(f"{where}: member {m.name!r} is truncated")
         if m.method == 8:
             inflater = zlib.decompressobj(-15)
-            out = inflater.decompress(data, m.size + 1)
+            try:
+                out = inflater.decompress(data, m.size + 1)
+            except zlib.error as e:
+                raise ManifestError(f"{where}: member {m.name!r} is not a valid deflate stream ({e})") from e
             if len(out) > m.size or inflater.unconsumed_tail:
                 raise ManifestError(f"{where}: member {m.name!r} inflates past its declared {m.size} bytes")
         else:

@@ -551,12 +551,11 @@ class GatewaySource(BlockSource):
                 root, path=path, scope=dag_scope, entity_bytes=entity_bytes, dups=True, on_block=_discard
             )
         while not verifier.done:
-            expected = verifier.expected
-            assert expected is not None
-            cid = expected
-            block = self.get(cid)  # raises the typed error naming every gateway tried
-            verifier.push(cid, block)
-            yield cid, block
+            want = verifier.expected
+            assert want is not None
+            block = self.get(want)  # raises the typed error naming every gateway tried
+            verifier.push(want, block)
+            yield want, block
 
     def read_range(self, root: CID | str, offset: int, length: int, *, path: str = "") -> bytes:
         """Verified bytes ``[offset, offset + length)`` of the file at ``/ipfs/root/path``

@@ -488,7 +488,7 @@ class KuboSource(BlockSource):
         with self._translate_errors(cid):
             log.debug("POST %s/api/v0/%s", self.url, command)
             with self._client.stream(
-                "POST", f"/api/v0/{command}", params=query, content=content, headers=headers
+                "POST", f"/api/v0/{command}", params=tuple(query), content=content, headers=headers
             ) as resp:
                 if resp.status_code != 200:
                     resp.read()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -181,7 +181,7 @@ def import_path(
 
 def _import_any(
     path: str, name: str, writer: DagWriter, options: ImportOptions, dirs: list[AddedEntry]
-) -> Iterator[AddedEntry]:
+) -> Generator[AddedEntry, None, Built]:
     """Import one path; yields file entries, appends directory entries to ``dirs`` in
     post-order, returns the node built (a generator's return value)."""
     st = os.lstat(path)

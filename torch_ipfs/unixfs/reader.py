@@ -14,7 +14,6 @@ wrong bytes. A missing block is a :class:`BlockNotFoundError`, never a short rea
 
 from __future__ import annotations
 
-import bisect
 import io
 import itertools
 import logging
@@ -28,15 +27,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from torch_ipfs.cid import CID, DAG_PB, RAW
-from torch_ipfs.dagpb import DataType, PBNode, UnixFSData, decode_node
-from torch_ipfs.errors import (
-    NotADirectoryError,  # noqa: A004 - ours subclasses the builtin
-    NotAFileError,
-    PathNotFoundError,
-    UnixFSFormatError,
+from torch_ipfs.dagpb import DataType
+from torch_ipfs.errors import UnixFSFormatError
+from torch_ipfs.unixfs.walk import (
+    FileNode,
+    _decode_leaf,
+    _decode_unixfs,
+    check_child_size,
+    check_depth,
+    decode_file_node,
+    directory_links,
+    node_kind,
+    overlapping_children,
+    resolve_segments,
 )
-from torch_ipfs.unixfs.hamt import DEFAULT_FANOUT, HASH_MURMUR3, bucket_at, hash_name
-from torch_ipfs.varint import decode_varint
 
 __all__ = [
     "DirEntry",
@@ -89,100 +93,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-# -- file nodes --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FileNode:
-    """A decoded, checked node of a UnixFS file.
-
-    ``data`` is the node's own bytes (the whole block for a raw leaf), ``links`` and
-    ``sizes`` (``blocksizes``) its children, ``offsets[i]`` where child ``i`` starts,
-    relative to the node's first byte (so ``offsets[0] == len(data)``).
-    """
-
-    cid: CID
-    data: bytes | memoryview
-    links: tuple[CID, ...]
-    sizes: tuple[int, ...]
-    offsets: tuple[int, ...]
-    size: int
-
-
-def decode_file_node(cid: CID, block: bytes, *, root: bool = False) -> FileNode:
-    """Decode a (verified) block as a node of a UnixFS file.
-
-    Raises :class:`NotAFileError` if ``root`` and the node is a directory, symlink or
-    other non-file; :class:`UnixFSFormatError` naming ``cid`` for anything inconsistent
-    (a non-file node inside a file, missing Data, blocksizes that do not match the links
-    or the filesize).
-    """
-    if cid.codec == RAW:
-        return FileNode(cid, block, (), (), (), len(block))
-    if cid.codec != DAG_PB:
-        if root:
-            raise NotAFileError(f"{cid} is {cid.codec_name}, not a UnixFS file")
-        raise UnixFSFormatError(f"{cid}: a {cid.codec_name} block inside a UnixFS file")
-    leaf = _decode_leaf(cid, block)
-    if leaf is not None:
-        return leaf
-    node, fsdata = _decode_unixfs(cid, block)
-    if fsdata.type not in (DataType.File, DataType.Raw):
-        kind = fsdata.type.name
-        if root:
-            raise NotAFileError(f"{cid} is a UnixFS {kind}, not a file")
-        raise UnixFSFormatError(f"{cid}: a UnixFS {kind} node inside a file")
-    if len(fsdata.blocksizes) != len(node.links):
-        raise UnixFSFormatError(
-            f"{cid}: {len(fsdata.blocksizes)} blocksizes for {len(node.links)} links"
-        )
-    data = fsdata.data or b""
-    offsets = []
-    pos = len(data)
-    for size in fsdata.blocksizes:
-        offsets.append(pos)
-        pos += size
-    if fsdata.filesize is not None and fsdata.filesize != pos:
-        raise UnixFSFormatError(
-            f"{cid}: filesize {fsdata.filesize} but data ({len(data)}) + blocksizes add up to {pos}"
-        )
-    return FileNode(
-        cid, data, tuple(link.cid for link in node.links), tuple(fsdata.blocksizes), tuple(offsets), pos
-    )
-
-
-def _decode_leaf(cid: CID, block: bytes) -> FileNode | None:
-    """Fast path for the commonest block, a dag-pb file leaf: a PBNode whose only field is
-    Data (``0a len unixfs``). The strict UnixFS decoder runs over a memoryview, so the
-    chunk bytes are not copied twice; anything else returns None (the general path)."""
-    if not block or block[0] != 0x0A:
-        return None
-    try:
-        length, pos = decode_varint(block, 1)
-    except ValueError:
-        return None
-    if pos + length != len(block):
-        return None
-    try:
-        fsdata = UnixFSData.decode(memoryview(block)[pos:])  # type: ignore[arg-type]
-    except UnixFSFormatError as e:
-        raise UnixFSFormatError(f"{cid}: {e}") from None
-    if fsdata.type not in (DataType.File, DataType.Raw) or fsdata.blocksizes:
-        return None  # not a leaf of a file: let the general path report it
-    data = fsdata.data if fsdata.data is not None else b""
-    if fsdata.filesize is not None and fsdata.filesize != len(data):
-        raise UnixFSFormatError(f"{cid}: filesize {fsdata.filesize} but the leaf holds {len(data)} bytes")
-    return FileNode(cid, data, (), (), (), len(data))
-
-
-def _decode_unixfs(cid: CID, block: bytes) -> tuple[PBNode, UnixFSData]:
-    try:
-        node = decode_node(block)
-        if node.data is None:
-            raise UnixFSFormatError("dag-pb node without UnixFS Data")
-        return node, UnixFSData.decode(node.data)
-    except UnixFSFormatError as e:
-        raise UnixFSFormatError(f"{cid}: {e}") from None
+# -- file nodes: decoded and checked in torch_ipfs.unixfs.walk ------------------------------
 
 
 @dataclass(slots=True)
@@ -193,6 +104,7 @@ class _Span:
     start: int
     size: int
     parent: CID
+    depth: int = 1
     future: Future[FileNode] | None = None
     buffer: bytearray | None = None  # the pooled buffer the node's bytes live in
 
@@ -381,7 +293,7 @@ class UnixFSFile:
         a yielded memoryview is only valid until the next piece is requested.
         """
         frontier: deque[_Span] = deque()
-        yield from self._expand(self._root, 0, lo, hi, frontier)
+        yield from self._expand(self._root, 0, lo, hi, frontier, 0)
         if not frontier:
             return
         executor = _prefetch_pool() if background else None
@@ -392,7 +304,7 @@ class UnixFSFile:
                 self._schedule(frontier, executor, tasks, pool, keep_leaves=not background)
                 span = frontier.popleft()
                 node = span.future.result()  # type: ignore[union-attr]
-                yield from self._expand(node, span.start, lo, hi, frontier)
+                yield from self._expand(node, span.start, lo, hi, frontier, span.depth)
                 if span.buffer is not None:
                     pool.give(span.buffer)  # type: ignore[union-attr]  # the caller has copied it
         finally:
@@ -408,7 +320,7 @@ class UnixFSFile:
                 wait_futures(tasks)
 
     def _expand(
-        self, node: FileNode, start: int, lo: int, hi: int, frontier: deque[_Span]
+        self, node: FileNode, start: int, lo: int, hi: int, frontier: deque[_Span], depth: int
     ) -> Iterator[bytes | memoryview]:
         """Yield ``node``'s own bytes within range and push its overlapping children to
         the front of the frontier (in order)."""
@@ -418,17 +330,11 @@ class UnixFSFile:
             yield data if (a == 0 and b == len(data)) else memoryview(data)[a:b]
         if not node.links:
             return
-        # first child whose end is past lo
-        first = max(bisect.bisect_right(node.offsets, lo - start) - 1, 0)
-        children = []
-        for i in range(first, len(node.links)):
-            child_start = start + node.offsets[i]
-            if child_start >= hi:
-                break
-            size = node.sizes[i]
-            if size == 0 or child_start + size <= lo:
-                continue
-            children.append(_Span(node.links[i], child_start, size, node.cid))
+        check_depth(node.cid, depth + 1)
+        children = [
+            _Span(cid, child_start, size, node.cid, depth + 1)
+            for cid, child_start, size in overlapping_children(node, start, lo, hi)
+        ]
         frontier.extendleft(reversed(children))
 
     def _schedule(
@@ -532,12 +438,7 @@ class UnixFSFile:
 
     @staticmethod
     def _check_child(node: FileNode, span: _Span) -> None:
-        if node.size != span.size:
-            kind = "raw leaf" if node.cid.codec == RAW else "node"
-            raise UnixFSFormatError(
-                f"{node.cid}: {kind} holds {node.size} bytes but its parent {span.parent} "
-                f"says {span.size}"
-            )
+        check_child_size(node.cid, node.size, span.parent, span.size)
 
 
 def _fill(view: memoryview, pieces: Iterator[bytes | memoryview]) -> int:
@@ -692,89 +593,35 @@ class NodeStat:
     hamt: bool = False
 
 
+_ENTRY_TYPES: dict[DataType | None, EntryType] = {
+    DataType.File: "file",
+    DataType.Raw: "file",
+    DataType.Directory: "dir",
+    DataType.HAMTShard: "dir",
+    DataType.Symlink: "symlink",
+}
+
+
 def _entry_type_of(cid: CID, block: bytes) -> EntryType:
-    if cid.codec == RAW:
-        return "file"
-    if cid.codec != DAG_PB:
-        return "unknown"
-    _, fsdata = _decode_unixfs(cid, block)
-    return {
-        DataType.File: "file",
-        DataType.Raw: "file",
-        DataType.Directory: "dir",
-        DataType.HAMTShard: "dir",
-        DataType.Symlink: "symlink",
-    }.get(fsdata.type, "unknown")
+    if cid.codec == DAG_PB and node_kind(cid, block) is None:
+        raise UnixFSFormatError(f"{cid}: dag-pb node without UnixFS Data")
+    return _ENTRY_TYPES.get(node_kind(cid, block), "unknown")
 
 
-def _directory(source, cid: CID) -> tuple[PBNode, UnixFSData]:
-    """Fetch ``cid`` and return it decoded, or raise NotADirectoryError."""
-    block = source.get(cid)
-    if cid.codec != DAG_PB:
-        raise NotADirectoryError(f"{cid} is a {cid.codec_name} block, not a directory")
-    node, fsdata = _decode_unixfs(cid, block)
-    if fsdata.type not in (DataType.Directory, DataType.HAMTShard):
-        raise NotADirectoryError(f"{cid} is a UnixFS {fsdata.type.name}, not a directory")
-    if fsdata.type == DataType.HAMTShard:
-        _check_shard(cid, fsdata)
-    return node, fsdata
-
-
-def _check_shard(cid: CID, fsdata: UnixFSData) -> None:
-    if fsdata.hash_type != HASH_MURMUR3:
-        raise UnixFSFormatError(f"{cid}: HAMT hash type {fsdata.hash_type} is not murmur3-x64-64")
-    if fsdata.fanout != DEFAULT_FANOUT:
-        raise UnixFSFormatError(f"{cid}: HAMT fanout {fsdata.fanout} is not supported (only 256)")
-
-
-def _shard_link(cid: CID, name: str | None) -> tuple[int, str | None]:
-    """Split a HAMT link name into (bucket, entry name or None for a child shard)."""
-    if name is None or len(name) < 2:
-        raise UnixFSFormatError(f"{cid}: HAMT link name {name!r} has no bucket prefix")
-    prefix = name[:2]
-    if prefix.upper() != prefix or any(c not in "0123456789ABCDEF" for c in prefix):
-        raise UnixFSFormatError(f"{cid}: HAMT link name {name!r} has a bad bucket prefix")
-    return int(prefix, 16), (name[2:] if len(name) > 2 else None)
-
-
-def _walk_shard(source, cid: CID, node: PBNode) -> Iterator[tuple[str, CID, int | None]]:
-    """Yield every entry of a HAMT shard and its child shards, in bucket order."""
-    entries: list[tuple[str | None, CID, int | None]] = []
-    shard_cids = []
-    for link in node.links:
-        _, entry = _shard_link(cid, link.name)
-        entries.append((entry, link.cid, link.tsize))
-        if entry is None:
-            shard_cids.append(link.cid)
-    children: dict[CID, PBNode] = {}
-    for child_cid, block in source.get_many(shard_cids):
-        if child_cid.codec != DAG_PB:
-            raise UnixFSFormatError(f"{cid}: HAMT child shard {child_cid} is {child_cid.codec_name}")
-        child, fsdata = _decode_unixfs(child_cid, block)
-        if fsdata.type != DataType.HAMTShard:
-            raise UnixFSFormatError(f"{cid}: child shard {child_cid} is a UnixFS {fsdata.type.name}")
-        _check_shard(child_cid, fsdata)
-        children[child_cid] = child
-    for entry, link_cid, tsize in entries:
-        if entry is None:
-            yield from _walk_shard(source, link_cid, children[link_cid])
-        else:
-            yield entry, link_cid, tsize
-
-
-def ls(source, cid: CID | str, *, resolve_types: bool = True) -> list[DirEntry]:
-    """List a directory (plain or HAMT-sharded; every shard node is walked).
+def ls(
+    source, cid: CID | str, *, resolve_types: bool = True, max_entries: int | None = None
+) -> list[DirEntry]:
+    """List a directory (plain or HAMT-sharded; every shard node is walked once).
 
     With ``resolve_types`` (default, like ``ipfs ls``) each dag-pb child is fetched (in
     one ``get_many`` batch) to report file/dir/symlink; without it only raw children are
-    known to be files and the rest are ``"unknown"``.
+    known to be files and the rest are ``"unknown"``. A listing is bounded (see
+    :mod:`torch_ipfs.unixfs.walk`): more than ``max_entries`` entries (default
+    1,000,000 or ``$TORCH_IPFS_MAX_LISTING_ENTRIES``), a repeated shard node or a HAMT
+    deeper than 8 levels is a :class:`UnixFSFormatError`.
     """
     cid = CID.decode(cid)
-    node, fsdata = _directory(source, cid)
-    if fsdata.type == DataType.HAMTShard:
-        raw_entries = list(_walk_shard(source, cid, node))
-    else:
-        raw_entries = [(link.name or "", link.cid, link.tsize) for link in node.links]
+    raw_entries = list(directory_links(source, cid, max_entries=max_entries))
     types: dict[CID, EntryType] = {}
     if resolve_types:
         wanted = list(dict.fromkeys(c for _, c, _ in raw_entries if c.codec == DAG_PB))
@@ -787,38 +634,6 @@ def ls(source, cid: CID | str, *, resolve_types: bool = True) -> list[DirEntry]:
     return out
 
 
-def _lookup(source, cid: CID, node: PBNode, fsdata: UnixFSData, name: str, where: str) -> CID:
-    if fsdata.type == DataType.Directory:
-        for link in node.links:
-            if link.name == name:
-                return link.cid
-        raise PathNotFoundError(where, name)
-    # HAMT: follow only the bucket the name hashes to, one level per byte of the hash.
-    name_hash = hash_name(name)
-    shard_cid, shard = cid, node
-    for depth in itertools.count():
-        try:
-            bucket = bucket_at(name_hash, depth)
-        except ValueError as e:
-            raise UnixFSFormatError(f"{shard_cid}: {e}") from None
-        next_shard: CID | None = None
-        for link in shard.links:
-            link_bucket, entry = _shard_link(shard_cid, link.name)
-            if link_bucket != bucket:
-                continue
-            if entry is None:
-                next_shard = link.cid
-            elif entry == name:
-                return link.cid
-        if next_shard is None:
-            raise PathNotFoundError(where, name)
-        shard_cid = next_shard
-        shard, sub = _directory(source, shard_cid)
-        if sub.type != DataType.HAMTShard:
-            raise UnixFSFormatError(f"{cid}: child shard {shard_cid} is a UnixFS {sub.type.name}")
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def resolve_path(source, root: CID | str, path: str | Iterable[str]) -> CID:
     """The CID at ``path`` below ``root`` (``"a/b/c"`` or a list of segments).
 
@@ -828,18 +643,7 @@ def resolve_path(source, root: CID | str, path: str | Iterable[str]) -> CID:
     """
     cid = CID.decode(root)
     segments = [s for s in path.split("/") if s] if isinstance(path, str) else list(path)
-    done: list[str] = []
-    for segment in segments:
-        where = "/ipfs/" + "/".join([str(root), *done])
-        try:
-            node, fsdata = _directory(source, cid)
-        except NotADirectoryError:
-            raise NotADirectoryError(
-                f"{where} ({cid}) is not a directory, cannot look up {segment!r}"
-            ) from None
-        cid = _lookup(source, cid, node, fsdata, segment, where)
-        done.append(segment)
-    return cid
+    return resolve_segments(source, cid, segments)
 
 
 def stat(source, cid: CID | str) -> NodeStat:

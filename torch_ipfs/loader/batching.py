@@ -1,41 +1,5 @@
-"""The batch loader API of ipfs_kit (``IPFSDataLoader``), working, plus framework adapters.
-
-::
-
-    loader = IPFSDataLoader(batch_size=32, shuffle=True, prefetch=2)
-    result = loader.load_dataset("bafy...")          # {"success": True, "total_samples": ...}
-    for epoch in range(3):
-        for batch in loader:                          # a list of sample dicts
-            ...
-    loader.close()
-
-What differs from ipfs_kit's implementation (the API is the same):
-
-- every epoch is a fresh, complete pass over every sample, in a seeded order that
-  changes per epoch (``seed``, ``epoch``); the consumer blocks on the prefetch queue,
-  so a slow network makes batches late, never an epoch short;
-- one background producer thread per epoch fills a queue of at most ``prefetch``
-  batches, reading samples with ``fetch_workers`` threads (bounded window, in order);
-- a sample that cannot be read is skipped with a logged warning (as ipfs_kit documents)
-  and counted: ``get_performance_metrics()["skipped_samples"]``; ``on_error="raise"``
-  raises instead. Skips make the last batch of an epoch shorter, never other batches;
-- ``clear()`` and ``close()`` stop and join the producer (and its fetch threads);
-- every layout torch_ipfs reads works (see :mod:`torch_ipfs.formats.detect`): CID-list,
-  embedded, multimodal, sharded JSON (all shards), tar shards, zip, folders.
-
-Samples are dicts: a JSON-object sample as it is; a sample of named fields (tar shards,
-folders) as ``{field: decoded value}``; a CID-list entry that is not JSON as
-``{<extension>: value}`` (``{"png": <PIL image>}``). Multimodal samples are the manifest's
-entries as they are (``sample["image_cid"]``; fetch with :meth:`IPFSDataLoader.fetch_image`),
-or with ``fetch_media=True`` the media fetched and decoded into ``sample["image"]``, ...
-
-Features and labels for the framework adapters (:meth:`IPFSDataLoader.to_pytorch`,
-:meth:`~IPFSDataLoader.to_tensorflow`) are the sample entries named by ``features=`` /
-``labels=``, or by default the first present of :data:`FEATURE_KEYS` / :data:`LABEL_KEYS`.
-
-torch is imported only by the methods that need it, so the loader and
-:meth:`~IPFSDataLoader.to_tensorflow` work in an environment without torch.
-"""
+"""The batch loader: ``IPFSDataLoader``, its epochs (a producer thread filling a bounded
+queue), loading, splitting, lifecycle and performance metrics."""
 
 from __future__ import annotations
 
@@ -47,115 +11,24 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch_ipfs.decoders import Decoder, PickleRefusedError
 from torch_ipfs.errors import IPFSError
-from torch_ipfs.formats.base import ClientHandle, Layout, ListLayout, RawSample
+from torch_ipfs.formats.base import ClientHandle, Layout, ListLayout
+from torch_ipfs.loader.media import fetch_image, process_audio, process_text
+from torch_ipfs.loader.reading import ON_ERROR, Failed, SampleReader, result_dict
 from torch_ipfs.metrics import MetricsCollector, percentile
 
-__all__ = [
-    "FEATURE_KEYS",
-    "LABEL_KEYS",
-    "IPFSDataLoader",
-    "SampleDataset",
-    "fetch_image",
-    "get_data_loader",
-    "process_audio",
-    "process_text",
-]
+if TYPE_CHECKING:
+    from torch_ipfs.loader.numpy_adapter import NumpyBatches
+    from torch_ipfs.loader.torch_adapter import SampleDataset
 
-log = logging.getLogger(__name__)
+__all__ = ["IPFSDataLoader", "get_data_loader"]
 
-#: Sample keys tried, in order, for the features of ``(features, labels)`` pairs.
-FEATURE_KEYS = ("features", "feature", "x", "inputs", "input", "image", "data")
-#: Sample keys tried, in order, for the labels.
-LABEL_KEYS = ("labels", "label", "targets", "target", "y", "cls")
+log = logging.getLogger("torch_ipfs.loader")
 
-_ON_ERROR = ("skip", "raise")
-#: Errors that make one sample unreadable (the rest of the epoch goes on).
-_SAMPLE_ERRORS = (IPFSError, OSError, ValueError)
-TF_INSTALL_HINT = "TensorFlow is not available. Please install with 'pip install tensorflow'"
-
-
-def _result(operation: str, **fields: Any) -> dict[str, Any]:
-    """An ipfs_kit-style result dict."""
-    return {"success": False, "operation": operation, "timestamp": time.time(), **fields}
-
-
-# -- reading one sample ----------------------------------------------------------------------
-
-
-class _Failed:
-    """A sample that could not be read (kept in the stream so order is preserved)."""
-
-    __slots__ = ("error", "index")
-
-    def __init__(self, index: int, error: BaseException) -> None:
-        self.index, self.error = index, error
-
-
-class _SampleReader:
-    """Reads sample ``i`` of a layout as a dict, with retries, timing and error policy.
-
-    Picklable (for DataLoader workers); the metrics collector stays in its process.
-    """
-
-    def __init__(self, layout: Layout, *, decode: Any, fetch_media: bool, on_error: str, retries: int,
-                 sample_rate: int | None, metrics: MetricsCollector | None) -> None:  # fmt: skip
-        self.layout = layout
-        self.decoder = Decoder(decode, sample_rate=sample_rate)
-        self.on_error = on_error
-        self.retries = retries
-        self.metrics = metrics
-        # Multimodal manifests: hand out the entries themselves (ipfs_kit's samples,
-        # media fetched on demand by fetch_image/process_audio) unless asked to fetch.
-        entries = getattr(layout, "samples", None)
-        self._entries = entries if layout.name == "multimodal" and not fetch_media else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["metrics"] = None
-        return state
-
-    def __len__(self) -> int:
-        return len(self.layout)
-
-    def read(self, index: int) -> dict[str, Any] | _Failed:
-        """The sample dict, or :class:`_Failed` (``on_error="skip"``) after the retries."""
-        if self._entries is not None:
-            return dict(self._entries[index])
-        m = self.metrics
-        for attempt in range(self.retries + 1):
-            try:
-                if m is None:
-                    return self._to_dict(self.layout.read_sample(index))
-                with m.track("loader.read"):
-                    raw = self.layout.read_sample(index)
-                with m.track("loader.decode"):
-                    return self._to_dict(raw)
-            except PickleRefusedError:
-                raise
-            except _SAMPLE_ERRORS as e:
-                if self.on_error == "raise":
-                    raise
-                if attempt < self.retries:
-                    if m is not None:
-                        m.increment("loader.retries")
-                    time.sleep(min(0.05 * 2**attempt, 1.0))
-                    continue
-                return _Failed(index, e)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _to_dict(self, raw: RawSample) -> dict[str, Any]:
-        schema = self.layout.schema
-        decoded = self.decoder.decode_fields(raw.fields, schema.types, f"{self.layout.where}: {raw.key!r}")
-        return {raw.keys.get(f) or schema.keys.get(f, f): v for f, v in decoded.items()}
-
-
-# -- one epoch: a producer thread and a bounded queue ---------------------------------------
 
 _END = object()
 
@@ -176,7 +49,7 @@ class _Epoch:
     delays batches but never ends an epoch early.
     """
 
-    def __init__(self, loader: IPFSDataLoader, reader: _SampleReader, epoch: int, order: list[int]) -> None:
+    def __init__(self, loader: IPFSDataLoader, reader: SampleReader, epoch: int, order: list[int]) -> None:
         self.loader = loader
         self.reader = reader
         self.epoch = epoch
@@ -207,7 +80,7 @@ class _Epoch:
             batch: list[dict[str, Any]] = []
             size = self.loader.batch_size
             for result in self._read_all():
-                if isinstance(result, _Failed):
+                if isinstance(result, Failed):
                     self.loader._skipped(result)
                     continue
                 batch.append(result)
@@ -223,7 +96,7 @@ class _Epoch:
         except BaseException as e:  # delivered to the consumer, raised there
             self._put(_Raised(e))
 
-    def _read_all(self) -> Iterator[dict[str, Any] | _Failed]:
+    def _read_all(self) -> Iterator[dict[str, Any] | Failed]:
         """Samples in ``order``, read by a pool of ``fetch_workers`` threads at most
         ``window`` samples ahead, yielded in order."""
         workers = self.loader.fetch_workers
@@ -320,9 +193,6 @@ class _Epoch:
                 self._op = None
 
 
-# -- the loader ------------------------------------------------------------------------------
-
-
 class IPFSDataLoader:
     """Batches of samples from an IPFS dataset, prefetched by a background thread.
 
@@ -370,8 +240,8 @@ class IPFSDataLoader:
             raise ValueError(f"fetch_workers must be >= 1, got {fetch_workers}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {', '.join(map(repr, _ON_ERROR))}; got {on_error!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}; got {on_error!r}")
         self.ipfs = ipfs_client
         self._handle = ClientHandle(ipfs_client)
         self.batch_size = batch_size
@@ -394,7 +264,7 @@ class IPFSDataLoader:
         self.dataset_metadata: dict[str, Any] | None = None
         self.total_samples = 0
         self.layout: Layout | None = None
-        self._reader: _SampleReader | None = None
+        self._reader: SampleReader | None = None
         self._pending: _Epoch | None = None  # started by load_dataset, not iterated yet
         self._current: _Epoch | None = None
         self._lock = threading.RLock()
@@ -412,7 +282,7 @@ class IPFSDataLoader:
         """
         from torch_ipfs.formats.detect import open_layout
 
-        result = _result("load_dataset", dataset_cid=str(dataset_cid))
+        result = result_dict("load_dataset", dataset_cid=str(dataset_cid))
         self.clear()
         try:
             with self.metrics.track("loader.load_dataset"):
@@ -429,7 +299,7 @@ class IPFSDataLoader:
         """Use an in-memory list of samples (dicts) as the dataset; starts prefetching."""
         from torch_ipfs.formats.embedded import EmbeddedLayout
 
-        result = _result("load_embedded_dataset")
+        result = result_dict("load_embedded_dataset")
         self.clear()
         if not isinstance(data_array, (list, tuple)):
             result.update(
@@ -441,17 +311,51 @@ class IPFSDataLoader:
         result.update(success=True, total_samples=self.total_samples, layout="embedded", batches=len(self))
         return result
 
-    def _use(self, layout: Layout, cid: str | None) -> None:
+    def _use(self, layout: Layout, cid: str | None, indices: Sequence[int] | None = None) -> None:
         with self._lock:
             self.layout = layout
-            self._reader = _SampleReader(layout, metrics=self.metrics, **self._reader_options)
-            self.total_samples = len(layout)
+            self._reader = SampleReader(layout, metrics=self.metrics, indices=indices, **self._reader_options)
+            self.total_samples = len(self._reader)
             self.dataset_cid = cid
+            self.metrics.set_info("dataset", cid if cid is not None else layout.where)
+            self.metrics.set_info("layout", layout.name)
             self.dataset_metadata = dict(getattr(layout, "meta", {}) or {})
             self.epoch = 0
             self._cache_seen = self._cache_counts()
             if self.total_samples:
                 self._pending = self._start(self.epoch)
+
+    def split(self, train_ratio: float = 0.8, seed: int = 42) -> tuple[IPFSDataLoader, IPFSDataLoader]:
+        """A seeded train/validation split (Artifex's ``split_dataset``): two new loaders
+        with this one's options over disjoint parts of the loaded dataset, together every
+        sample once. The first ``int(n * train_ratio)`` of a permutation seeded by ``seed``
+        train, the rest validate; the same ``seed`` gives the same split in every process.
+        The layout (and its client) is shared; close each loader when done."""
+        reader = self._require()
+        if not 0.0 <= train_ratio <= 1.0:
+            raise ValueError(f"train_ratio must be in [0, 1], got {train_ratio}")
+        n = len(reader)
+        order = list(range(n))
+        random.Random(f"torch_ipfs.loader.split:{seed}").shuffle(order)
+        cut = int(n * train_ratio)
+        base = reader.indices
+        parts = []
+        for part in (order[:cut], order[cut:]):
+            loader = IPFSDataLoader(
+                self.ipfs,
+                self.batch_size,
+                self.shuffle,
+                self.prefetch,
+                self.metrics,
+                seed=self.seed,
+                drop_last=self.drop_last,
+                fetch_workers=self.fetch_workers,
+                **self._reader_options,
+            )
+            assert self.layout is not None
+            loader._use(self.layout, self.dataset_cid, [base[i] for i in part] if base is not None else part)
+            parts.append(loader)
+        return parts[0], parts[1]
 
     # -- epochs ----------------------------------------------------------------------------
 
@@ -461,14 +365,14 @@ class IPFSDataLoader:
         Shuffled orders are a pure function of ``(seed, epoch)``. List-like layouts get a
         full permutation; sharded layouts (tar, sharded JSON) a permutation of shards
         with each shard's samples permuted inside it, so each shard is fetched once."""
-        layout = self.layout
-        if layout is None:
+        layout, reader = self.layout, self._reader
+        if layout is None or reader is None:
             return []
-        n = len(layout)
+        n = len(reader)
         if not self.shuffle:
             return list(range(n))
         rng = random.Random(f"torch_ipfs.loader:{self.seed}:{epoch}")
-        if isinstance(layout, ListLayout):
+        if isinstance(layout, ListLayout) or reader.indices is not None:
             order = list(range(n))
             rng.shuffle(order)
             return order
@@ -560,7 +464,7 @@ class IPFSDataLoader:
 
     # -- metrics ---------------------------------------------------------------------------
 
-    def _skipped(self, failed: _Failed) -> None:
+    def _skipped(self, failed: Failed) -> None:
         e = failed.error
         self.metrics.increment("loader.skipped")
         self.metrics.increment(f"loader.skipped[{type(e).__name__}]")
@@ -580,6 +484,8 @@ class IPFSDataLoader:
         return sum(c.hits for c in caches), sum(c.misses for c in caches)
 
     def _record_cache_stats(self, epoch: int) -> None:
+        """Cache lookups of the epoch that just ended, every epoch (none is left out of
+        the report's per-epoch table, also one with no lookups)."""
         now = self._cache_counts()
         if now is None:
             return
@@ -588,6 +494,8 @@ class IPFSDataLoader:
         self._cache_seen = now
         self.metrics.increment("cache.hits", hits)
         self.metrics.increment("cache.misses", misses)
+        self.metrics.record_metric("cache.epoch_hits", hits, epoch=epoch)
+        self.metrics.record_metric("cache.epoch_misses", misses, epoch=epoch)
         if hits + misses:
             self.metrics.record_metric("cache.hit_rate", hits / (hits + misses), epoch=epoch)
 
@@ -619,7 +527,7 @@ class IPFSDataLoader:
                 "hit_rate": (hits or 0) / total if total else None,
             }
         waits = sorted(v for _, v in m.values("loader.batch_wait"))
-        result = _result(
+        result = result_dict(
             "get_performance_metrics",
             success=True,
             dataset_cid=self.dataset_cid,
@@ -651,34 +559,26 @@ class IPFSDataLoader:
 
     # -- framework adapters ----------------------------------------------------------------
 
-    def _require(self) -> _SampleReader:
+    def _require(self) -> SampleReader:
         if self._reader is None:
             raise RuntimeError("no dataset loaded: call load_dataset() or load_embedded_dataset() first")
         return self._reader
 
-    def _first_sample(self) -> dict[str, Any]:
+    def _first_sample(self, reader: SampleReader | None = None) -> dict[str, Any]:
         """A sample to infer keys, types and shapes from (read directly: no epoch is used)."""
-        reader = self._require()
+        reader = reader or self._require()
         for i in range(len(reader)):
             sample = reader.read(i)
-            if not isinstance(sample, _Failed):
+            if not isinstance(sample, Failed):
                 return sample
         raise RuntimeError(f"no sample of {self.dataset_cid or 'the dataset'} could be read")
 
     def to_pytorch_dataset(self, features: str | None = None, labels: str | None = None) -> SampleDataset:
-        """A map-style dataset of ``(features, labels)`` tensor pairs (``len()``, indexable;
-        works with ``DistributedSampler``, ``random_split`` and DataLoader workers).
-        ``features``/``labels`` name the sample entries (default: :data:`FEATURE_KEYS` /
-        :data:`LABEL_KEYS`); ``labels=""`` for features only."""
-        reader = self._require()
-        with self._lock:
-            # A DataLoader reads by index: the head start load_dataset gave the first
-            # epoch of batches would only be read twice.
-            if self._pending is not None:
-                self._pending.close()
-                self._pending = None
-        fkey, lkey = _pick_keys(self._first_sample(), features, labels)
-        return SampleDataset(reader, fkey, lkey)
+        """A map-style dataset of ``(features, labels)`` tensor pairs; see
+        :func:`torch_ipfs.loader.torch_adapter.pytorch_dataset`."""
+        from torch_ipfs.loader.torch_adapter import pytorch_dataset
+
+        return pytorch_dataset(self, features, labels)
 
     def to_pytorch(
         self,
@@ -689,97 +589,32 @@ class IPFSDataLoader:
         batch_size: int | None = None,
         **dataloader_options: Any,
     ) -> Any:
-        """A ``torch.utils.data.DataLoader`` yielding ``(features, labels)`` tensor batches.
+        """A ``torch.utils.data.DataLoader`` of ``(features, labels)`` tensor batches; see
+        :func:`torch_ipfs.loader.torch_adapter.pytorch_loader`."""
+        from torch_ipfs.loader.torch_adapter import pytorch_loader
 
-        Every epoch (each ``iter()`` of the DataLoader) reads every sample exactly once,
-        in the loader's seeded per-epoch order when ``shuffle`` is on, with any
-        ``num_workers``: the order comes from a sampler in the main process and workers
-        only read the indices they are given. Samples that cannot be read are skipped
-        (logged by the process that read them) and left out of their batch.
-        """
-        from torch.utils.data import DataLoader
-
-        dataset = self.to_pytorch_dataset(features, labels)
-        sampler = EpochSampler(len(dataset), shuffle=self.shuffle, seed=self.seed, order=self.epoch_order)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size or self.batch_size,
-            sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=collate_pairs,
-            drop_last=self.drop_last,
-            **dataloader_options,
+        return pytorch_loader(
+            self, features, labels, num_workers=num_workers, batch_size=batch_size, **dataloader_options
         )
 
     def to_tensorflow(self, features: str | None = None, labels: str | None = None) -> Any:
-        """A ``tf.data.Dataset`` of ``(features, labels)`` batches (or of dicts, when the
-        samples have no feature entry), element types and shapes taken from the first
-        sample. Each pass over it runs one loader epoch. Float64 values become float32.
+        """A ``tf.data.Dataset`` (or ipfs_kit's error result without TensorFlow); see
+        :func:`torch_ipfs.loader.tf_adapter.tensorflow_dataset`."""
+        from torch_ipfs.loader.tf_adapter import tensorflow_dataset
 
-        Returns ipfs_kit's error result ``{"success": False, "error": "TensorFlow is not
-        available. Please install with 'pip install tensorflow'", ...}`` without TensorFlow.
-        """
-        try:
-            import tensorflow as tf
-        except ImportError as e:
-            return _result("to_tensorflow", error=TF_INSTALL_HINT, error_type=type(e).__name__)
-        if self._reader is None:
-            return _result(
-                "to_tensorflow",
-                error="no dataset loaded: call load_dataset() first",
-                error_type="RuntimeError",
-            )
-        first = self._first_sample()
-        fkey, lkey = _pick_keys(first, features, labels, required=False)
-        if fkey is not None:
-            keys = (fkey, lkey) if lkey else (fkey,)
-        else:
-            keys = tuple(k for k, v in first.items() if _array_or_none(v) is not None)
-        specs = {}
-        for k in keys:
-            a = _for_tf(_as_array(first[k]))
-            specs[k] = tf.TensorSpec(shape=a.shape, dtype=tf.as_dtype(a.dtype), name=k)
-
-        def element(sample: dict[str, Any]) -> Any:
-            if fkey is None:
-                return {k: _for_tf(_as_array(sample[k])) for k in keys}
-            if lkey:
-                return _for_tf(_as_array(sample[fkey])), _for_tf(_as_array(sample[lkey]))
-            return _for_tf(_as_array(sample[fkey]))
-
-        def generator() -> Iterator[Any]:
-            epoch = iter(self)
-            try:
-                for batch in epoch:
-                    for sample in batch:
-                        yield element(sample)
-            finally:
-                if isinstance(epoch, _Epoch):
-                    epoch.close()
-
-        if fkey is None:
-            signature: Any = specs
-        elif lkey:
-            signature = (specs[fkey], specs[lkey])
-        else:
-            signature = specs[fkey]
-        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-        return dataset.batch(self.batch_size, drop_remainder=self.drop_last).prefetch(tf.data.AUTOTUNE)
+        return tensorflow_dataset(self, features, labels)
 
     def iter_numpy(self, keys: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
-        """One epoch of batches as ``{key: numpy array}`` (stacked along a new first axis;
-        entries that do not stack become object arrays). JAX takes these directly."""
-        wanted = tuple(keys) if keys is not None else None
-        epoch = iter(self)
-        try:
-            for batch in epoch:
-                yield stack_batch(batch, wanted)
-        finally:
-            if isinstance(epoch, _Epoch):
-                epoch.close()
+        """One epoch of batches as ``{key: numpy array}``; see
+        :func:`torch_ipfs.loader.numpy_adapter.iter_numpy`."""
+        from torch_ipfs.loader.numpy_adapter import iter_numpy
+
+        return iter_numpy(self, keys)
 
     def to_numpy(self, keys: Iterable[str] | None = None) -> NumpyBatches:
-        """A re-iterable of NumPy batches: each ``iter()`` is one epoch (see :meth:`iter_numpy`)."""
+        """A re-iterable of NumPy batches: each ``iter()`` is one epoch."""
+        from torch_ipfs.loader.numpy_adapter import NumpyBatches
+
         return NumpyBatches(self, tuple(keys) if keys is not None else None)
 
     # -- helpers of ipfs_kit ---------------------------------------------------------------
@@ -836,264 +671,3 @@ def get_data_loader(
 ) -> IPFSDataLoader:
     """An :class:`IPFSDataLoader` (ipfs_kit's ``kit.get_data_loader(...)``)."""
     return IPFSDataLoader(ipfs_client, batch_size, shuffle, prefetch, metrics, **options)
-
-
-# -- PyTorch ---------------------------------------------------------------------------------
-
-
-class SampleDataset:
-    """Map-style ``(features, labels)`` pairs over a loader's dataset.
-
-    A plain sequence (``len`` + ``__getitem__``), which is all ``DataLoader``,
-    ``DistributedSampler`` and ``random_split`` need; picklable for spawned workers.
-    An unreadable sample gives ``None`` (``on_error="skip"``), which :func:`collate_pairs`
-    leaves out of its batch; the reading process logs it.
-    """
-
-    def __init__(self, reader: _SampleReader, features: str, labels: str | None) -> None:
-        self.reader = reader
-        self.features = features
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def __getitem__(self, index: int) -> Any:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} samples")
-        sample = self.reader.read(index % n)
-        if isinstance(sample, _Failed):
-            log.warning("skipping sample %d: %s: %s", index, type(sample.error).__name__, sample.error)
-            if self.reader.metrics is not None:
-                self.reader.metrics.increment("loader.skipped")
-                self.reader.metrics.increment(f"loader.skipped[{type(sample.error).__name__}]")
-            return None
-        x = _as_tensor(sample[self.features])
-        if not self.labels:
-            return x
-        return x, _as_tensor(sample[self.labels])
-
-    def __repr__(self) -> str:
-        return f"SampleDataset({len(self)} samples, features={self.features!r}, labels={self.labels!r})"
-
-
-class EpochSampler:
-    """Indices ``0..n-1`` once per ``iter()``; with ``shuffle``, in the order ``order(epoch)``
-    gives (the loader's seeded per-epoch order), advancing the epoch on every ``iter()``
-    or to the one :meth:`set_epoch` sets."""
-
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0,
-                 order: Callable[[int], list[int]] | None = None) -> None:  # fmt: skip
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self._order = order
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        if not self.shuffle:
-            return iter(range(self.n))
-        if self._order is not None:
-            order = self._order(epoch)
-            if len(order) == self.n:
-                return iter(order)
-        order = list(range(self.n))
-        random.Random(f"torch_ipfs.loader:{self.seed}:{epoch}").shuffle(order)
-        return iter(order)
-
-
-def collate_pairs(items: list[Any]) -> Any:
-    """``default_collate`` over the readable items of a batch (``None`` = skipped)."""
-    from torch.utils.data import default_collate
-
-    kept = [item for item in items if item is not None]
-    if not kept:
-        import torch
-
-        return (torch.empty(0), torch.empty(0))
-    return default_collate(kept)
-
-
-def _as_tensor(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.Tensor):
-        return value[0]  # decoded audio: (waveform, sample_rate)
-    if _is_pil(value):
-        from torchvision.transforms.functional import to_tensor
-
-        return to_tensor(value)
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value if value.flags.writeable else value.copy())
-    return torch.as_tensor(value)
-
-
-def _is_pil(value: Any) -> bool:
-    return type(value).__module__.startswith("PIL.") and hasattr(value, "getbands")
-
-
-# -- NumPy / JAX / TensorFlow ----------------------------------------------------------------
-
-
-def _as_array(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value
-    if _is_pil(value):
-        return np.asarray(value)
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
-        return value.detach().cpu().numpy()
-    if isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "numpy"):
-        return _as_array(value[0])  # decoded audio
-    return np.asarray(value)
-
-
-def _array_or_none(value: Any) -> Any:
-    try:
-        a = _as_array(value)
-    except (TypeError, ValueError):
-        return None
-    return a if a.dtype.kind in "biufU" else None
-
-
-def _for_tf(a: Any) -> Any:
-    import numpy as np
-
-    return a.astype(np.float32) if a.dtype == np.float64 else a
-
-
-def stack_batch(batch: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """``{key: np.stack([sample[key] ...])}`` for a batch of sample dicts; entries that do
-    not stack (ragged, mixed) become 1-D object arrays."""
-    import numpy as np
-
-    if keys is None:
-        keys = tuple(batch[0]) if batch else ()
-    out = {}
-    for k in keys:
-        values = [_as_array(s[k]) for s in batch]
-        try:
-            out[k] = np.stack(values)
-        except ValueError:
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-            out[k] = arr
-    return out
-
-
-class NumpyBatches:
-    """What :meth:`IPFSDataLoader.to_numpy` returns: one epoch per ``iter()``."""
-
-    def __init__(self, loader: IPFSDataLoader, keys: tuple[str, ...] | None) -> None:
-        self.loader, self.keys = loader, keys
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self.loader.iter_numpy(self.keys)
-
-
-def _pick_keys(sample: dict[str, Any], features: str | None, labels: str | None,
-               *, required: bool = True) -> tuple[Any, str | None]:  # fmt: skip
-    """The feature and label keys: as given, else the first of the defaults present."""
-    if not isinstance(sample, dict):
-        raise TypeError(f"samples are {type(sample).__name__}, not dicts")
-    fkey = features if features is not None else next((k for k in FEATURE_KEYS if k in sample), None)
-    if fkey is None:
-        if required:
-            raise ValueError(
-                f"no feature entry in the samples (keys: {sorted(sample)}); pass features=<key> "
-                f"(defaults tried: {', '.join(FEATURE_KEYS)})"
-            )
-        return None, None
-    if fkey not in sample:
-        raise KeyError(f"samples have no entry {fkey!r} (keys: {sorted(sample)})")
-    if labels == "":
-        return fkey, None
-    lkey = labels if labels is not None else next((k for k in LABEL_KEYS if k in sample), None)
-    if lkey is not None and lkey not in sample:
-        raise KeyError(f"samples have no entry {lkey!r} (keys: {sorted(sample)})")
-    return fkey, lkey
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    from torch_ipfs.client import default_client
-
-    return default_client()
-
-
-def fetch_image(image_cid: Any, transform_to_tensor: bool = False, image_transforms: Any = None,
-                *, client: Any = None) -> Any:  # fmt: skip
-    """The image at ``image_cid`` (CID or address), every block verified.
-
-    Returns a loaded ``PIL.Image``; ``image_transforms(image)`` when transforms are given
-    (e.g. a torchvision ``Compose``); else with ``transform_to_tensor`` a float tensor
-    ``[C, H, W]`` in ``[0, 1]`` (torchvision's ``ToTensor``).
-    """
-    from torch_ipfs.decoders import decode_image
-
-    image = decode_image(_client(client).cat(image_cid))
-    if image_transforms is not None:
-        return image_transforms(image)
-    if transform_to_tensor:
-        from torchvision.transforms.functional import to_tensor
-
-        return to_tensor(image)
-    return image
-
-
-def process_text(text: str, tokenizer: Any = None, max_length: int | None = None) -> Any:
-    """Text, optionally tokenized.
-
-    - no tokenizer: the text, cut to ``max_length`` characters when given;
-    - a Hugging Face tokenizer (has ``encode``): ``tokenizer(text, return_tensors="pt",
-      truncation=..., max_length=...)`` as ipfs_kit calls it;
-    - any other callable: ``tokenizer(text)``, cut to ``max_length`` tokens when given.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if tokenizer is None:
-        return text if max_length is None else text[:max_length]
-    if hasattr(tokenizer, "encode") and callable(tokenizer):
-        kwargs: dict[str, Any] = {"return_tensors": "pt"}
-        if max_length is not None:
-            kwargs.update(max_length=max_length, truncation=True)
-        return tokenizer(text, **kwargs)
-    tokens = tokenizer(text)
-    return tokens[:max_length] if max_length is not None else tokens
-
-
-def process_audio(audio_cid: Any, sample_rate: int | None = None, transform_to_tensor: bool = False,
-                  *, client: Any = None) -> Any:  # fmt: skip
-    """The audio file at ``audio_cid``, every block verified.
-
-    With ``transform_to_tensor``: the waveform, a float tensor ``[channels, frames]``
-    decoded with soundfile and resampled to ``sample_rate`` with
-    ``torchaudio.functional.resample`` when given. Without: the file's bytes (ipfs_kit's
-    behaviour); ``sample_rate`` then needs decoding and raises ``ValueError``.
-    """
-    if not transform_to_tensor:
-        if sample_rate is not None:
-            raise ValueError("resampling needs decoding: pass transform_to_tensor=True with sample_rate")
-        return _client(client).cat(audio_cid)
-    from torch_ipfs.decoders import decode_audio
-
-    waveform, _rate = decode_audio(_client(client).cat(audio_cid), sample_rate=sample_rate)
-    return waveform

@@ -545,3 +545,16 @@ def test_the_default_budget_rides_out_a_30_s_outage():
     with GatewaySource(["http://127.0.0.1:1"]) as gw:
         assert gw.retry_budget == DEFAULT_RETRY_BUDGET and gw.retries is None
         assert gw.max_retry_wait <= 5.0  # a restarted gateway is used again within 5 s
+
+
+def test_a_flapping_gateway_is_reported_once_not_per_block(data, proxy, caplog):
+    caplog.set_level(logging.WARNING, logger="torch_ipfs.sources.gateway")
+    leaves = [c for c, _ in dag_blocks(data.store, data.file)][:6]
+    with client(proxy.url, retry_budget=5.0, retries=None, backoff=0.01, max_retry_wait=0.05) as gw:
+        for cid in leaves:  # every block: one 503, then the block
+            proxy.set("status", status=503, times=1)
+            assert gw.get(cid) == data.store.get(cid)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(proxy.requests) == 2 * len(leaves)
+    assert sum("cannot fetch blocks" in m for m in messages) == 1, messages
+    assert sum("answers again" in m for m in messages) == 1, messages

@@ -25,30 +25,39 @@ def backoff_delay(round_no: int, base: float, cap: float, rng: random.Random) ->
 
 
 class OutageLog:
-    """One warning when a source starts failing, one when it answers again."""
+    """One warning when a source starts failing, one when it answers again, and for a
+    source that flaps (fails, answers, fails...) at most one pair per ``quiet`` seconds."""
 
-    def __init__(self, logger: logging.Logger, name: str) -> None:
-        self.logger, self.name = logger, name
+    def __init__(self, logger: logging.Logger, name: str, *, quiet: float = 60.0) -> None:
+        self.logger, self.name, self.quiet = logger, name, quiet
         self._lock = threading.Lock()
-        self._since: float | None = None
+        self._since: float | None = None  # start of the current outage
+        self._logged = False  # whether the current outage was reported
+        self._last_report = -float("inf")
 
     @property
     def waiting(self) -> bool:
         return self._since is not None
 
     def started(self, cause: str, budget: float) -> None:
+        now = time.monotonic()
         with self._lock:
             if self._since is not None:
                 return
-            self._since = time.monotonic()
-        self.logger.warning(
-            "%s: cannot fetch blocks (%s); retrying each block for up to %g s", self.name, cause, budget
-        )
+            self._since = now
+            self._logged = now - self._last_report >= self.quiet
+            if self._logged:
+                self._last_report = now
+        if self._logged:
+            self.logger.warning(
+                "%s: cannot fetch blocks (%s); retrying each block for up to %g s", self.name, cause, budget
+            )
 
     def ended(self) -> None:
         if self._since is None:  # the common case: no lock on the hot path
             return
         with self._lock:
             since, self._since = self._since, None
-        if since is not None:
+            logged, self._logged = self._logged, False
+        if since is not None and logged:
             self.logger.warning("%s answers again after %.1f s", self.name, time.monotonic() - since)

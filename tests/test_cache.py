@@ -37,7 +37,7 @@ def entries(cache_dir: Path) -> dict[bytes, Path]:
     """Cache entries on disk by multihash (temp files and the lock file excluded)."""
     out = {}
     for shard in cache_dir.iterdir():
-        if shard.is_dir() and shard.name != "tmp":
+        if shard.is_dir() and shard.name not in ("tmp", "inflight"):
             for f in shard.iterdir():
                 out[key_multihash(f.name)] = f
     return out
@@ -342,3 +342,109 @@ def test_kill_9_mid_write_never_leaves_a_servable_bad_block(tmp_path):
         cid = CID(1, RAW, mh)
         verify_block(cid, cache.get(cid))
     assert disk_bytes(tmp_path) <= 4 << 20
+
+
+# -- single flight ------------------------------------------------------------------------------
+
+
+class SlowCountingSource(BlockSource):
+    """A source that takes ``delay`` seconds per block and counts what it was asked."""
+
+    name = "slow source"
+
+    def __init__(self, store: MemoryStore, delay: float) -> None:
+        self.store, self.delay = store, delay
+        self.asked: list[CID] = []
+
+    def _get_raw(self, cid: CID) -> bytes:
+        self.asked.append(cid)
+        time.sleep(self.delay)
+        return self.store.get(cid)
+
+
+def test_threads_missing_one_block_together_fetch_it_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cid, data = raw_block(b"wanted by every thread at once" * 100)
+    source = SlowCountingSource(memory_source([(cid, data)]), delay=0.3)
+    caches = [CachedSource(source, tmp_path / "cache", 10**7) for _ in range(4)]  # one per "worker"
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: caches[i % 4].get(cid), range(8)))
+        more = list(pool.map(lambda i: list(caches[i % 4].get_many([cid])), range(8)))
+    assert got == [data] * 8 and more == [[(cid, data)]] * 8
+    assert source.asked == [cid]
+    assert sum(c.coalesced for c in caches) == 7
+
+
+def _claim_and_hang(cache_dir: str, cid_bytes: bytes) -> None:
+    """A reader that fetches from a source that never answers (a child process)."""
+    cid = CID.decode(cid_bytes)
+    hanging = SlowCountingSource(MemoryStore(), delay=3600)
+    CachedSource(hanging, cache_dir, 10**7).get(cid)
+
+
+def _wait_for_claim(cache_dir: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not any((cache_dir / "inflight").iterdir()):
+        assert time.monotonic() < deadline, "the child never claimed the block"
+        time.sleep(0.01)
+
+
+def test_a_reader_killed_mid_fetch_blocks_nobody(tmp_path):
+    cid, data = raw_block(b"the killed reader was fetching this" * 50)
+    cache_dir = tmp_path / "cache"
+    CachedSource(MemoryStore(), cache_dir, 10**7)  # create the directory
+    child = MP.Process(target=_claim_and_hang, args=(str(cache_dir), cid.to_bytes()))
+    child.start()
+    try:
+        _wait_for_claim(cache_dir)
+        # While it hangs, a waiter gives up after its timeout and fetches the block itself.
+        source = SlowCountingSource(memory_source([(cid, data)]), delay=0)
+        impatient = CachedSource(source, cache_dir, 10**7, inflight_timeout=0.5)
+        start = time.monotonic()
+        assert impatient.get(cid) == data
+        assert 0.5 <= time.monotonic() - start < 5
+        os.unlink(next(iter(entries(cache_dir).values())))  # uncache it again
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        # Killed with -9: its claim dies with it; a patient waiter does not wait at all.
+        patient = CachedSource(source, cache_dir, 10**7, inflight_timeout=60)
+        start = time.monotonic()
+        assert patient.get(cid) == data
+        assert time.monotonic() - start < 2
+        assert source.asked == [cid, cid]
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+
+
+def test_readers_waiting_for_each_other_never_stall(tmp_path):
+    """Reader A fetches p and q in one batch, q first, while another reader holds q; a
+    third waits for p. A must cache p (and release it) while it waits for q, else the
+    readers wait on each other until the in-flight timeout."""
+    import threading
+
+    (p, p_data), (q, q_data) = raw_block(b"p" * 3000), raw_block(b"q" * 3000)
+    source = SlowCountingSource(memory_source([(p, p_data), (q, q_data)]), delay=0.5)
+    a = CachedSource(source, tmp_path / "cache", 10**7, inflight_timeout=20)
+    b = CachedSource(source, tmp_path / "cache", 10**7, inflight_timeout=20)
+    held = b._claim(q.multihash, wait=False)  # someone is fetching q right now
+    assert held is not None
+    result: list = []
+    reader = threading.Thread(target=lambda: result.extend(a.get_many([q, p])))
+    reader.start()
+    from torch_ipfs.sources.local import multihash_key
+
+    claim_of_p = tmp_path / "cache" / "inflight" / multihash_key(p.multihash)
+    deadline = time.monotonic() + 10
+    while not claim_of_p.exists():  # A has claimed p and now waits for q
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    start = time.monotonic()
+    assert b.get(p) == p_data  # A fetched p; it must not sit on its claim while waiting for q
+    assert time.monotonic() - start < 5
+    b._release(q.multihash, held)
+    reader.join(timeout=30)
+    assert result == [(q, q_data), (p, p_data)]
+    assert sorted(map(str, source.asked)) == sorted([str(p), str(q)])  # each fetched once

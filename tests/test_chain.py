@@ -1,9 +1,18 @@
 """The resolution order: first verified answer wins; failures name every source tried."""
 
+import socket
+
 import pytest
+from gatewayserver import running_gateway
 
 from torch_ipfs.cid import CID
-from torch_ipfs.errors import BlockNotFoundError, SourceUnavailableError
+from torch_ipfs.client import Client
+from torch_ipfs.errors import (
+    BlockNotFoundError,
+    IntegrityError,
+    SourceTimeoutError,
+    SourceUnavailableError,
+)
 from torch_ipfs.sources.base import BlockSource, MemoryStore
 from torch_ipfs.sources.chain import SourceChain
 
@@ -59,21 +68,85 @@ def test_get_many_keeps_order_and_mixes_sources():
     assert [blk for _, blk in SourceChain([a, b]).get_many(order)] == [b"1", b"2", b"3", b"4", b"1"]
 
 
+class StallingSource(BlockSource):
+    name = "stalling source"
+
+    def _get_raw(self, cid):
+        raise SourceTimeoutError("no data in time", source=self.name, cid=cid)
+
+
 def test_missing_everywhere_names_every_source_and_how_to_add_one():
     a, _ = _store_with(b"x")
-    chain = SourceChain([a, DownSource()])
+    b, _ = _store_with(b"y")
+    chain = SourceChain([a, b])
     cid = CID.compute(b"nowhere")
     with pytest.raises(BlockNotFoundError) as exc:
         chain.get(cid)
     message = str(exc.value)
-    assert str(cid) in message and "memory store" in message and "down source" in message
+    assert message.startswith(f"block {cid} not found (tried: memory store, memory store)")
     assert "TORCH_IPFS_GATEWAYS" in message
     with pytest.raises(BlockNotFoundError):
         list(chain.get_many([cid]))
 
 
-def test_only_bad_bytes_available_is_never_returned():
+def test_a_down_source_is_unavailable_not_not_found():
+    a, _ = _store_with(b"x")
+    chain = SourceChain([a, DownSource()])
+    cid = CID.compute(b"nowhere")
+    for read in (chain.get, lambda c: list(chain.get_many([c]))):
+        with pytest.raises(SourceUnavailableError) as exc:
+            read(cid)
+        assert not isinstance(exc.value, BlockNotFoundError)
+        assert str(exc.value) == "connection refused"  # the cause, once, as its source said it
+        assert exc.value.source == "down source"
+
+
+def test_timeouts_everywhere_are_a_timeout_and_mixed_causes_are_unavailable():
+    cid = CID.compute(b"nowhere")
+    with pytest.raises(SourceTimeoutError) as exc:
+        SourceChain([StallingSource(), StallingSource()]).get(cid)
+    stalled = "stalling source: no data in time"
+    assert str(exc.value) == f"block {cid}: {stalled}; {stalled}"
+    with pytest.raises(SourceUnavailableError) as exc2:
+        SourceChain([StallingSource(), DownSource()]).get(cid)
+    assert not isinstance(exc2.value, SourceTimeoutError)
+    assert str(exc2.value) == f"block {cid}: {stalled}; down source: connection refused"
+
+
+def test_only_bad_bytes_available_is_an_integrity_error():
     good, (cid,) = _store_with(b"payload")
-    with pytest.raises(BlockNotFoundError, match="no source delivered verified bytes") as exc:
-        SourceChain([TamperingSource(good)]).get(cid)
-    assert "failed verification" in str(exc.value.__cause__)
+    empty = MemoryStore()
+    chains = SourceChain([TamperingSource(good)]), SourceChain([empty, DownSource(), TamperingSource(good)])
+    for chain in chains:
+        with pytest.raises(IntegrityError) as exc:
+            chain.get(cid)
+        assert str(exc.value) == (
+            f"block {cid} failed verification (from tampering source): content hash does not match"
+        )
+        with pytest.raises(IntegrityError):
+            list(chain.get_many([cid]))
+
+
+def test_unreachable_gateway_through_the_client_says_so_once(tmp_path):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cid = CID.compute(b"not here")
+    with Client(home=tmp_path, api="", gateways=[url], retry_budget=0) as client, pytest.raises(
+        SourceUnavailableError
+    ) as exc:
+        client.cat(cid)
+    message = str(exc.value)
+    assert not isinstance(exc.value, BlockNotFoundError)
+    assert message.startswith(f"block {cid} unavailable: {url}: ConnectError: ")
+    assert message.count(url) == 1 and message.count("ConnectError") == 1 and message.count(str(cid)) == 1
+    assert "TORCH_IPFS" not in message  # no advice to set what is set
+
+
+def test_not_found_advice_names_only_what_is_not_configured(tmp_path):
+    with running_gateway(MemoryStore()) as srv, Client(home=tmp_path, api="", gateways=[srv.url]) as client:
+        cid = CID.compute(b"nowhere at all")
+        with pytest.raises(BlockNotFoundError) as exc:
+            client.cat(cid)
+    message = str(exc.value)
+    assert "TORCH_IPFS_API=" in message and "TORCH_IPFS_GATEWAYS=" not in message

@@ -4,10 +4,16 @@ gateway exists) or a typed error, never in wrong bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import logging
 import random
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from faultproxy import FaultProxy
@@ -25,6 +31,7 @@ from torch_ipfs.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
+from torch_ipfs.serve import make_server
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.sources.gateway import GatewaySource, parse_retry_after
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_tree
@@ -397,6 +404,9 @@ def test_hedging_never_accepts_bad_bytes(data, proxy, proxy2):
     proxy2.set("delay", seconds=0.2)
     with client(proxy.url, proxy2.url, hedge_after=0.05) as gw:
         assert gw.get(data.file) == data.store.get(data.file)
+    deadline = time.monotonic() + 5  # the proxy counts a response after its last byte left
+    while proxy2.completed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert proxy.faults == 1 and proxy2.completed == 1
 
 
@@ -405,3 +415,149 @@ def test_verifier_used_for_cars_is_strict():
     v = CarBlockVerifier(MISSING, scope="block", on_block=lambda c, b: None)
     with pytest.raises(CARFormatError):
         v.push(CID.compute(b"x"), b"x")
+
+
+# -- retry budgets by time, definitive answers, trustless probe ---------------------------------
+
+
+class _PathGateway(BaseHTTPRequestHandler):
+    """An old path gateway: it ignores ``?format=raw`` and answers every path with 200,
+    ``application/octet-stream`` and an empty body (what the issue met in the field)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format, *args) -> None:  # noqa: A002
+        pass
+
+
+@contextlib.contextmanager
+def _http_server(handler) -> Iterator[str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_probe_names_a_gateway_that_is_not_trustless(data):
+    with _http_server(_PathGateway) as url, client(url) as gw:
+        result = gw.probe()
+        assert isinstance(result[url], SourceUnavailableError)
+        assert str(result[url]) == (
+            f"{url} is not a trustless gateway: it answered /ipfs/bafkqaaa?format=raw with Content-Type "
+            "'application/octet-stream' and 0 bytes (a trustless gateway sends application/vnd.ipld.raw "
+            "and no bytes)"
+        )
+        with pytest.raises(SourceUnavailableError, match="not a trustless gateway") as info:
+            gw.get(data.file)
+        assert not isinstance(info.value, BlockNotFoundError)
+        assert "hash does not match" not in str(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 400, 401, 403, 405])
+def test_definitive_answers_are_not_retried(data, proxy, status):
+    proxy.set("status", status=status)
+    with client(proxy.url, retry_budget=5.0, retries=None) as gw:
+        start = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match=f"answered (HTTP )?{status}") as info:
+            gw.get(data.file)
+        assert time.monotonic() - start < 1.0
+    assert not isinstance(info.value, BlockNotFoundError)
+    assert len(proxy.requests) == 1
+
+
+def test_a_root_404_is_not_retried(proxy):
+    with client(proxy.url, retry_budget=5.0, retries=None) as gw, pytest.raises(BlockNotFoundError):
+        list(gw.fetch_car(MISSING))
+    assert len(proxy.requests) == 1
+
+
+def test_5xx_is_retried_until_the_budget_is_spent(data, proxy):
+    proxy.set("status", status=503)
+    with client(proxy.url, retry_budget=0.6, retries=None, backoff=0.05, max_retry_wait=0.2) as gw:
+        start = time.monotonic()
+        with pytest.raises(SourceUnavailableError) as info:
+            gw.get(data.file)
+        elapsed = time.monotonic() - start
+    assert 0.6 <= elapsed < 2.0
+    assert len(proxy.requests) >= 3  # rounds by time, not a fixed count
+    message = str(info.value)
+    assert message.startswith(f"block {data.file} unavailable: {proxy.url}: answered 503")
+    assert message.count(proxy.url) == 1 and "retried for" in message
+
+
+def test_retry_after_longer_than_the_backoff_is_honoured_within_the_budget(data, proxy):
+    proxy.set("retry_after", times=2, retry_after="0.3")
+    with client(proxy.url, retry_budget=5.0, retries=None, backoff=0.01, max_retry_wait=1.0) as gw:
+        start = time.monotonic()
+        assert gw.get(data.file) == data.store.get(data.file)
+        waited = time.monotonic() - start
+    assert len(proxy.requests) == 3 and waited >= 0.6
+
+
+def test_a_gateway_restart_is_ridden_out_and_logged_once(data, caplog):
+    """The gateway is down (connection refused) for 1.5 s while 8 blocks are wanted in
+    parallel: every block arrives, verified, and the log says "waiting" once and "back"
+    once, not once per block."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers = []
+
+    def restart_later() -> None:
+        time.sleep(1.5)
+        srv = make_server(data.store, port=port)
+        srv.start()
+        servers.append(srv)
+
+    leaves = [c for c, _ in dag_blocks(data.store, data.file)][:8]
+    caplog.set_level(logging.WARNING, logger="torch_ipfs.sources.gateway")
+    thread = threading.Thread(target=restart_later)
+    thread.start()
+    try:
+        with client(f"http://127.0.0.1:{port}", retry_budget=20.0, retries=None, backoff=0.05,
+                    max_retry_wait=0.3) as gw:
+            start = time.monotonic()
+            got = list(gw.get_many(leaves))
+            elapsed = time.monotonic() - start
+    finally:
+        thread.join()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+    assert [c for c, _ in got] == leaves
+    assert_verified(got)
+    assert elapsed >= 1.4
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot fetch blocks" in m for m in messages) == 1, messages
+    assert sum("answers again" in m for m in messages) == 1, messages
+
+
+def test_the_default_budget_rides_out_a_30_s_outage():
+    from torch_ipfs.config import DEFAULT_RETRY_BUDGET, Settings
+
+    assert DEFAULT_RETRY_BUDGET >= 30 + 5  # the outage plus the last back-off wait
+    assert Settings.from_env({}).retry_budget == DEFAULT_RETRY_BUDGET
+    with GatewaySource(["http://127.0.0.1:1"]) as gw:
+        assert gw.retry_budget == DEFAULT_RETRY_BUDGET and gw.retries is None
+        assert gw.max_retry_wait <= 5.0  # a restarted gateway is used again within 5 s
+
+
+def test_a_flapping_gateway_is_reported_once_not_per_block(data, proxy, caplog):
+    caplog.set_level(logging.WARNING, logger="torch_ipfs.sources.gateway")
+    leaves = [c for c, _ in dag_blocks(data.store, data.file)][:6]
+    with client(proxy.url, retry_budget=5.0, retries=None, backoff=0.01, max_retry_wait=0.05) as gw:
+        for cid in leaves:  # every block: one 503, then the block
+            proxy.set("status", status=503, times=1)
+            assert gw.get(cid) == data.store.get(cid)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(proxy.requests) == 2 * len(leaves)
+    assert sum("cannot fetch blocks" in m for m in messages) == 1, messages
+    assert sum("answers again" in m for m in messages) == 1, messages

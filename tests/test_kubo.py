@@ -7,10 +7,16 @@ compared with torch_ipfs's own importer, which other tests pin to Kubo v0.22.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import logging
 import os
+import re
 import socket
+import threading
+import time
+import urllib.parse
 
 import httpx
 import pytest
@@ -133,11 +139,52 @@ def test_add_directory_multipart_matches_the_local_importer(kubo, client, tmp_pa
     assert not any(".hidden" in e.name for e in entries)
     # The wire format is Kubo's client's: directory parts and url-escaped relative paths.
     body = kubo.bodies["add"]
-    assert b'filename="top+dir"\r\nContent-Type: application/x-directory\r\n' in body
-    assert b'filename="top+dir%2Fsub%2Fdeeper"\r\nContent-Type: application/x-directory' in body
-    assert b'filename="top+dir%2Fsub%2Fdeeper%2F%C3%BCn%C3%AFc%C3%B8d%C3%A9+name.txt"' in body
+    assert b'filename="top%20dir"\r\nContent-Type: application/x-directory\r\n' in body
+    assert b'filename="top%20dir%2Fsub%2Fdeeper"\r\nContent-Type: application/x-directory' in body
+    assert b'filename="top%20dir%2Fsub%2Fdeeper%2F%C3%BCn%C3%AFc%C3%B8d%C3%A9%20name.txt"' in body
     # ...and the node serves it: read a file back through verified blocks.
     assert client.ls(entries[-1].cid)[0] == LsEntry("a.txt", expected[0].cid, expected[0].size, "file")
+
+
+def _decode_uri_component(text: str) -> str:
+    """JavaScript's decodeURIComponent: %XX escapes as UTF-8, and nothing else ("+" stays)."""
+    return urllib.parse.unquote(text, errors="strict")
+
+
+def _parts_as_js_servers_read_them(body: bytes) -> list[tuple[str, str, bytes]]:
+    """``(name, content type, payload)`` of each part, by a MIME parser, names decoded
+    the way a JavaScript multipart server (js-ipfs's) decodes them."""
+    boundary = re.search(rb"^--([0-9a-f]+)\r\n", body).group(1).decode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode() + body
+    )
+    return [
+        (_decode_uri_component(part.get_param("filename", header="content-disposition")),
+         part.get_content_type(), part.get_payload(decode=True) or b"")
+        for part in message.iter_parts()
+    ]
+
+
+def test_multipart_names_decode_the_same_for_javascript_servers(kubo, client, tmp_path):
+    top = tmp_path / "top dir"
+    top.mkdir()
+    _make_tree(top)
+    (top / "a+b c%41.txt").write_bytes(b"a plus, a space and a percent")
+    entries = client.add(top, cid_version=1)
+    parts = _parts_as_js_servers_read_them(kubo.bodies["add"])
+    names = [name for name, _, _ in parts]
+    assert names[0] == "top dir" and "top dir/a+b c%41.txt" in names
+    assert "top dir/sub/deeper/ünïcødé name.txt" in names
+    # Rebuild the tree from what such a server decoded: the directory CID must not change.
+    rebuilt = tmp_path / "rebuilt"
+    for name, ctype, payload in parts:
+        path = rebuilt / name
+        if ctype == "application/x-directory":
+            path.mkdir(parents=True)
+        else:
+            path.write_bytes(payload)
+    again = list(import_path(rebuilt / "top dir", MemoryStore(), ImportOptions(cid_version=1)))
+    assert again[-1].cid == entries[-1].cid
 
 
 def test_add_directory_wrapped_and_hidden(client, tmp_path):
@@ -428,3 +475,54 @@ def test_unix_socket_multiaddr(tmp_path, rng):
         root = source.add(data, chunker="size-4096")[-1].cid
         assert source.read_file(root, 1000, 5000) == data[1000:6000]
         assert standin.requests[0][1].startswith("/api/v0/add?")
+
+
+# -- settings, retry budget ------------------------------------------------------------------
+
+
+def test_client_builds_kubo_from_the_settings(kubo, tmp_path, monkeypatch):
+    from torch_ipfs.client import Client
+
+    monkeypatch.setenv("TORCH_IPFS_READ_TIMEOUT", "0.2")
+    monkeypatch.setenv("TORCH_IPFS_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("TORCH_IPFS_RETRY_BUDGET", "7")
+    monkeypatch.setenv("TORCH_IPFS_KUBO_OFFLINE", "true")
+    with Client(home=tmp_path / "h", api=kubo.api, gateways=[]) as client:
+        (source,) = client._remote
+        settings = (source.timeout, source.connect_timeout, source.retry_budget, source.offline)
+        assert settings == (0.2, 2.0, 7.0, True)
+        kubo.faults.delay["block/get"] = 2.0  # a node that holds the request open
+        missing = CID.compute(b"a block the node would search the network for", codec=RAW)
+        start = time.monotonic()
+        with pytest.raises(SourceTimeoutError):
+            client.source.get(missing)
+        assert time.monotonic() - start < 1.5  # the read timeout from the environment, not 30 s
+    with Client(home=tmp_path / "h2", api=kubo.api, gateways=["http://127.0.0.1:1"]) as client:
+        kubo_source, gateway = client._remote
+        assert kubo_source.retry_budget == 0  # fails over to the gateways at once
+        assert gateway.retry_budget == 7.0 and gateway.stall_timeout == 0.2
+
+
+def test_block_reads_are_retried_while_the_node_fails(kubo, rng):
+    cid = _put_file(kubo, _random(rng, 500), chunker="size-1024")
+    kubo.faults.truncate.add("block/get")  # a node restarting: cut responses, no answer
+    threading.Timer(0.8, kubo.faults.truncate.discard, ["block/get"]).start()
+    with KuboSource(kubo.api, timeout=5, retry_budget=10, backoff=0.05, max_retry_wait=0.2) as source:
+        start = time.monotonic()
+        assert source.get(cid) == kubo.store.get(cid)
+        assert time.monotonic() - start >= 0.7
+
+
+def test_an_unreachable_node_is_retried_until_the_budget_then_says_so():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cid = CID.compute(b"anything", codec=RAW)
+    api = f"/ip4/127.0.0.1/tcp/{port}"
+    with KuboSource(api, retry_budget=0.5, backoff=0.05, max_retry_wait=0.1) as source:
+        start = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match="retried for") as info:
+            source.get(cid)
+        assert time.monotonic() - start >= 0.5
+    assert str(info.value).count("cannot reach the Kubo RPC API") == 1
+    assert "TORCH_IPFS_API" not in str(info.value)

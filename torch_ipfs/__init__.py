@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "RemoteFileType": "torch_ipfs.datasets",
     "ShuffleDataset": "torch_ipfs.shuffle",
     "ShardedIterableDataset": "torch_ipfs.sharding",
+    "ShardAwareSampler": "torch_ipfs.sampler",
     # exporter, and datasets composed by CID
     "export": "torch_ipfs.exporter",
     "concat": "torch_ipfs.compose",

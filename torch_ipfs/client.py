@@ -52,6 +52,9 @@ class Client:
         api: a Kubo RPC address (multiaddr or URL); default ``$TORCH_IPFS_API``; ``""`` for none.
         gateways: trustless gateway base URLs; default ``$TORCH_IPFS_GATEWAYS`` (comma-separated).
         cache_bytes: size limit of the disk cache in front of remote sources.
+        retry_budget: seconds one block read keeps retrying a remote source that is down
+            (default ``$TORCH_IPFS_RETRY_BUDGET``, 60); the connect/read timeouts and
+            Kubo's offline flag come from the environment (:class:`~torch_ipfs.config.Settings`).
         sources: replace the whole read order with these sources (advanced; tests, custom setups).
         metrics: a :class:`~torch_ipfs.metrics.MetricsCollector`; every source is then
             wrapped to count blocks, bytes, latency and verification failures.
@@ -67,6 +70,7 @@ class Client:
         api: str | None = None,
         gateways: Sequence[str] | str | None = None,
         cache_bytes: int | str | None = None,
+        retry_budget: float | None = None,
         sources: Sequence[BlockSource] | None = None,
         metrics: MetricsCollector | None = None,
     ) -> None:
@@ -82,6 +86,10 @@ class Client:
         self.gateways = list(gateways)
         # "10G", "512MiB" or a plain byte count
         self.cache_bytes = settings.cache_bytes if cache_bytes is None else parse_size(cache_bytes)
+        if retry_budget is not None and not retry_budget >= 0:
+            raise ValueError(f"retry_budget must be >= 0 seconds, got {retry_budget!r}")
+        self.retry_budget = settings.retry_budget if retry_budget is None else float(retry_budget)
+        self._network = settings  # connect/read timeouts and kubo_offline for the remote sources
         self.metrics = metrics
         self._pid = os.getpid()
         self._forked: tuple[int, Client] | None = None
@@ -100,21 +108,48 @@ class Client:
             instrument_client(self, metrics)
 
     def _default_chain(self) -> BlockSource:
+        """store -> cache -> (Kubo, gateways), with the timeouts and retry budget of the
+        settings. With both remote kinds, Kubo fails over to the gateways at once (no
+        budget of its own) and the gateways carry the budget."""
+        t = self._network
         if self.api:
             from torch_ipfs.sources.kubo import KuboSource
 
-            self._remote.append(KuboSource(self.api))
+            self._remote.append(KuboSource(
+                self.api,
+                timeout=t.read_timeout,
+                connect_timeout=t.connect_timeout,
+                offline=t.kubo_offline,
+                retry_budget=0.0 if self.gateways else self.retry_budget,
+            ))
         if self.gateways:
             from torch_ipfs.sources.gateway import GatewaySource
 
-            self._remote.append(GatewaySource(self.gateways))
+            self._remote.append(GatewaySource(
+                self.gateways,
+                timeout=max(30.0, t.read_timeout),
+                connect_timeout=t.connect_timeout,
+                stall_timeout=t.read_timeout,
+                retry_budget=self.retry_budget,
+            ))
         chain: list[BlockSource] = [self.store]
         if self._remote:
             from torch_ipfs.sources.cache import CachedSource
 
             remote = self._remote[0] if len(self._remote) == 1 else SourceChain(self._remote)
             chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=self.cache_bytes))
-        return SourceChain(chain)
+        return SourceChain(chain, hint=self._not_found_hint())
+
+    def _not_found_hint(self) -> str:
+        """How to add a source that has a missing block, suggesting only what is not set."""
+        ways = ["add it to the local store (torch-ipfs dag import / add)"]
+        if not self.api:
+            ways.append(f"{config.ENV_API}=/ip4/127.0.0.1/tcp/5001 for a Kubo node that has it")
+        if not self.gateways:
+            ways.append(f"{config.ENV_GATEWAYS}=http://host:8080 for trustless gateways")
+        else:
+            ways.append(f"another gateway in {config.ENV_GATEWAYS} (the configured ones answered 404)")
+        return "; ".join(ways)
 
     # -- processes ----------------------------------------------------------------------
 
@@ -126,6 +161,7 @@ class Client:
             "api": self.api,
             "gateways": list(self.gateways),
             "cache_bytes": self.cache_bytes,
+            "retry_budget": self.retry_budget,
             "metrics": self.metrics,
         }
 
@@ -163,7 +199,12 @@ class Client:
         if chain is None:
             from torch_ipfs.sources.gateway import GatewaySource
 
-            chain = self._pasted[gateway] = SourceChain([self.source, GatewaySource([gateway])])
+            t = self._network
+            pasted = GatewaySource(
+                [gateway], timeout=max(30.0, t.read_timeout), connect_timeout=t.connect_timeout,
+                stall_timeout=t.read_timeout, retry_budget=self.retry_budget,
+            )
+            chain = self._pasted[gateway] = SourceChain([self.source, pasted], hint=self._not_found_hint())
         return chain
 
     def resolve(self, address: str | CID | IPFSPath) -> CID:
@@ -575,7 +616,16 @@ class _DirHandle:
             os.close(self.fd)
 
 
-_ENV_VARS = (config.ENV_HOME, config.ENV_API, config.ENV_GATEWAYS, config.ENV_CACHE_BYTES)
+_ENV_VARS = (
+    config.ENV_HOME,
+    config.ENV_API,
+    config.ENV_GATEWAYS,
+    config.ENV_CACHE_BYTES,
+    config.ENV_CONNECT_TIMEOUT,
+    config.ENV_READ_TIMEOUT,
+    config.ENV_RETRY_BUDGET,
+    config.ENV_KUBO_OFFLINE,
+)
 _default: tuple[tuple[object, ...], Client] | None = None
 
 

@@ -7,10 +7,19 @@
 ``TORCH_IPFS_GATEWAYS``    comma-separated trustless gateway base URLs; unset = none
 ``TORCH_IPFS_CACHE_BYTES`` size limit of the disk cache in front of remote sources
                            (``10737418240``, ``10G``, ``512MiB``; default 10 GiB)
+``TORCH_IPFS_CONNECT_TIMEOUT`` seconds to wait for a TCP connection (default 5)
+``TORCH_IPFS_READ_TIMEOUT`` seconds without a byte before an attempt fails (default 15)
+``TORCH_IPFS_RETRY_BUDGET`` seconds a block read keeps retrying a source that is down
+                           (connection refused, 5xx, 429, stall) before it fails; 0 = one
+                           attempt (default 60: rides out a gateway or node restart)
+``TORCH_IPFS_KUBO_OFFLINE`` ``1``/``true``: ask the Kubo node for blocks it already has
+                           only, so a missing block fails at once (default off)
 ``TORCH_IPFS_MAX_SAMPLE_BYTES``
                            the largest sample a dataset reads (sizes as above; default
                            256 MiB); a larger one is a ``SampleTooLargeError``
 =========================  ===========================================================
+
+docs/sources.md explains the defaults.
 
 Nothing here touches the disk or the network: it only reads the environment.
 """
@@ -26,7 +35,10 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_SAMPLE_BYTES",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_RETRY_BUDGET",
     "Settings",
     "default_home",
     "max_sample_bytes",
@@ -37,10 +49,22 @@ ENV_HOME = "TORCH_IPFS_HOME"
 ENV_API = "TORCH_IPFS_API"
 ENV_GATEWAYS = "TORCH_IPFS_GATEWAYS"
 ENV_CACHE_BYTES = "TORCH_IPFS_CACHE_BYTES"
+ENV_CONNECT_TIMEOUT = "TORCH_IPFS_CONNECT_TIMEOUT"
+ENV_READ_TIMEOUT = "TORCH_IPFS_READ_TIMEOUT"
+ENV_RETRY_BUDGET = "TORCH_IPFS_RETRY_BUDGET"
+ENV_KUBO_OFFLINE = "TORCH_IPFS_KUBO_OFFLINE"
 ENV_MAX_SAMPLE_BYTES = "TORCH_IPFS_MAX_SAMPLE_BYTES"
 
 #: Default size limit of the disk cache in front of remote sources.
 DEFAULT_CACHE_BYTES = 10 * 1024**3
+#: A loopback or LAN host connects in milliseconds; 5 s covers a busy remote one.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: No byte for this long = the attempt failed (a hung server or a node searching for a
+#: block it lacks); a healthy source sends a 256 KiB block far sooner.
+DEFAULT_READ_TIMEOUT = 15.0
+#: How long one block read retries a source that is down before it fails: a gateway or
+#: node restart (tens of seconds) must not kill a training job.
+DEFAULT_RETRY_BUDGET = 60.0
 
 #: Default per-sample byte limit: far above any real image, clip or text sample (video
 #: datasets raise it), far below what a hostile 2^50-byte "file" would take.
@@ -61,6 +85,30 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
     xdg = env.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "torch_ipfs"
+
+
+def parse_seconds(name: str, text: str, default: float) -> float:
+    """A non-negative number of seconds from an environment variable (``""`` = default)."""
+    text = text.strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: invalid number of seconds {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}: seconds must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (``""`` = false), case-insensitive."""
+    value = text.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}: expected 1/true/yes/on or 0/false/no/off, got {text!r}")
 
 
 def parse_size(text: str | int) -> int:
@@ -85,13 +133,18 @@ class Settings:
     """The configuration a client is built from (see the module docstring for the variables).
 
     ``api`` is ``None`` when no Kubo node is configured; ``gateways`` is empty when no
-    gateway is: public gateways are never used unless listed here.
+    gateway is: public gateways are never used unless listed here. The timeouts and the
+    retry budget (seconds) apply to the Kubo and the gateway source alike.
     """
 
     home: Path
     api: str | None = None
     gateways: list[str] = field(default_factory=list)
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    retry_budget: float = DEFAULT_RETRY_BUDGET
+    kubo_offline: bool = False
     max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
 
     @classmethod
@@ -105,8 +158,21 @@ class Settings:
             cache_bytes = parse_size(raw_cache) if raw_cache else DEFAULT_CACHE_BYTES
         except ValueError as e:
             raise ValueError(f"{ENV_CACHE_BYTES}: {e}") from None
+        connect = parse_seconds(
+            ENV_CONNECT_TIMEOUT, env.get(ENV_CONNECT_TIMEOUT, ""), DEFAULT_CONNECT_TIMEOUT
+        )
+        read = parse_seconds(ENV_READ_TIMEOUT, env.get(ENV_READ_TIMEOUT, ""), DEFAULT_READ_TIMEOUT)
+        if connect == 0 or read == 0:
+            raise ValueError(f"{ENV_CONNECT_TIMEOUT} and {ENV_READ_TIMEOUT} must be > 0")
         return cls(
-            home=default_home(env), api=api, gateways=gateways, cache_bytes=cache_bytes,
+            home=default_home(env),
+            api=api,
+            gateways=gateways,
+            cache_bytes=cache_bytes,
+            connect_timeout=connect,
+            read_timeout=read,
+            retry_budget=parse_seconds(ENV_RETRY_BUDGET, env.get(ENV_RETRY_BUDGET, ""), DEFAULT_RETRY_BUDGET),
+            kubo_offline=parse_bool(ENV_KUBO_OFFLINE, env.get(ENV_KUBO_OFFLINE, "")),
             max_sample_bytes=max_sample_bytes(env),
         )
 

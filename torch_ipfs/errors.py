@@ -28,6 +28,12 @@ catch either::
 
 Messages name the CID, path or URL involved and, where there is one, what to do.
 This module imports nothing from torch_ipfs.
+
+Every error crosses process boundaries intact, however its constructor is shaped:
+``pickle`` restores the message and attributes without calling ``__init__``
+(:meth:`IPFSError.__reduce__`), and a DataLoader worker's re-raise, which calls
+``type(e)(message=text)``, builds an error carrying exactly that text
+(:class:`_ErrorType`).
 """
 
 from __future__ import annotations
@@ -56,10 +62,53 @@ __all__ = [
 ]
 
 import builtins
+from typing import Any
 
 
-class IPFSError(Exception):
+def _restore(cls: type[IPFSError], args: tuple[Any, ...], state: dict[str, Any]) -> IPFSError:
+    """Rebuild an error from its ``args`` and attributes, bypassing ``__init__`` (whose
+    parameters are rarely the message)."""
+    err = cls.__new__(cls)
+    BaseException.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class _ErrorType(type):
+    """Metaclass of :class:`IPFSError`: ``SomeError(message="text")`` and nothing else is
+    how torch's DataLoader re-raises a worker's exception (it does so for any class with
+    a ``message`` attribute); it yields an error whose ``str()`` is ``text``, whatever
+    arguments the class's own constructor takes."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not args and len(kwargs) == 1 and isinstance(kwargs.get("message"), str):
+            return _restore(cls, (kwargs["message"],), {})  # type: ignore[arg-type]
+        return super().__call__(*args, **kwargs)
+
+
+class _Message:
+    """``error.message``: its text. On the class it is this (truthy) object, which is what
+    makes torch's re-raise use ``message=``; a subclass may still set ``self.message``
+    (no ``__set__``: an instance value wins)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else str(obj)
+
+
+class IPFSError(Exception, metaclass=_ErrorType):
     """Root of every error torch_ipfs raises on purpose."""
+
+    #: Defaults for errors rebuilt from a message alone (see :class:`_ErrorType`).
+    cid: object = None
+    source: str = ""
+    message = _Message()
+
+    def __str__(self) -> str:
+        # OSError subclasses would format (errno, strerror); ours always carry one message
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+    def __reduce__(self) -> Any:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class InvalidCIDError(IPFSError, ValueError):
@@ -73,6 +122,8 @@ class InvalidCIDError(IPFSError, ValueError):
 
 class BlockNotFoundError(IPFSError, FileNotFoundError):
     """No source could deliver a block. ``tried`` lists the sources asked."""
+
+    tried: list[str] = []
 
     def __init__(self, cid: object, tried: list[str] | tuple[str, ...] = (), hint: str = "") -> None:
         self.cid = cid
@@ -174,6 +225,8 @@ class SourceTimeoutError(SourceError, TimeoutError):
 
 class KuboError(SourceError):
     """An error reported by a Kubo RPC endpoint (its ``Message``/``Code`` JSON or a stream trailer)."""
+
+    code: int | None = None
 
     def __init__(
         self, message: str, *, source: str = "", cid: object = None, code: int | None = None

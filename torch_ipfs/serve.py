@@ -434,19 +434,26 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _common_headers(self, content_type: str, etag: str, ipfs_path: str) -> None:
+    def _common_headers(
+        self, content_type: str, etag: str, ipfs_path: str, root: CID, segments: list[str]
+    ) -> None:
+        """The headers Kubo's gateway sends with every answer, which clients rely on
+        (ipfsspec reads X-Ipfs-Roots: one CID per path segment, the root first)."""
         self.send_header("Content-Type", content_type)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", _IMMUTABLE)
         self.send_header("ETag", etag)
         self.send_header("X-Ipfs-Path", ipfs_path)
+        roots = _path_roots(self.server.source, root, segments)
+        self.send_header("X-Ipfs-Roots", ",".join(str(c) for c in roots))
 
     def _serve_raw(self, root: CID, segments: list[str], *, head: bool) -> None:
         terminal, _ = resolve(self.server.source, root, segments)
         block = self.server.source.get(terminal)
         self.send_response(200)
-        self._common_headers("application/vnd.ipld.raw", f'"{terminal}.raw"', _ipfs_path(root, segments))
-        self.send_header("X-Ipfs-Roots", str(terminal))
+        self._common_headers(
+            "application/vnd.ipld.raw", f'"{terminal}.raw"', _ipfs_path(root, segments), root, segments
+        )
         self.send_header("Content-Length", str(len(block)))
         self.end_headers()
         if not head:
@@ -482,6 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
             f"application/vnd.ipld.car; version=1; order=dfs; dups={dups_value}",
             f'"{root}.car.{quote(tag, safe="")}.{dups_value}"',
             _ipfs_path(root, segments),
+            root,
+            segments,
         )
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
@@ -541,7 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = segments[-1] if segments else ""
         ctype = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
         self.send_response(status)
-        self._common_headers(ctype, f'"{terminal}"', _ipfs_path(root, segments))
+        self._common_headers(ctype, f'"{terminal}"', _ipfs_path(root, segments), root, segments)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start))
         if content_range:
@@ -574,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             + "\n</table></body></html>\n"
         ).encode()
         self.send_response(200)
-        self._common_headers("text/html; charset=utf-8", f'"DirIndex-{terminal}"', here)
+        self._common_headers("text/html; charset=utf-8", f'"DirIndex-{terminal}"', here, root, segments)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head:
@@ -585,6 +594,15 @@ class _HTTPRangeProblem(_HTTPProblem):
     def __init__(self, size: int) -> None:
         super().__init__(416, f"range not satisfiable (size {size})")
         self.size = size
+
+
+def _path_roots(source: BlockSource, root: CID, segments: list[str]) -> list[CID]:
+    """The CID each path prefix resolves to: ``root``, then one per segment (Kubo's
+    ``X-Ipfs-Roots``). The blocks were just read to resolve the path: local reads."""
+    roots = [root]
+    for segment in segments:
+        roots.append(resolve_segments(source, roots[-1], [segment]))
+    return roots
 
 
 def _check_range(value: str, size: int) -> re.Match[str] | None:

@@ -8,6 +8,7 @@ Layout of ``cache_dir``::
 
     <shard>/<KEY>   one file per block; KEY = base32 of the multihash (as the local store)
     tmp/            a block being written (renamed into place when complete)
+    inflight/<KEY>  flock(2)ed by the one reader fetching KEY right now (single flight)
     lock            flock(2) for writers and eviction; its first bytes hold the running
                     total of cached bytes
 
@@ -24,6 +25,12 @@ Guarantees, with any number of processes sharing the directory:
 - ``kill -9`` at any point leaves at most a temp file (ignored, removed by the next
   eviction pass or the next process start) and an over-counted total (corrected by
   the next eviction pass, which recounts the directory).
+- Single flight: a block missed at the same moment by several threads, DataLoader
+  workers or processes is fetched once. The first reader takes an exclusive ``flock``
+  on ``inflight/<KEY>`` while it fetches and caches; the others wait for that lock,
+  then read the cache. The kernel drops the lock of a reader killed with ``-9`` at once,
+  and a reader that waited ``inflight_timeout`` seconds for a hung one fetches the block
+  itself: nobody waits longer than that.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +96,9 @@ class CachedSource(BlockSource):
         max_bytes: limit of cached bytes (default ``TORCH_IPFS_CACHE_BYTES``, 10 GiB).
         low_water: when the limit is hit, evict down to this fraction of it, so the
             directory scan an eviction needs is paid once per many inserts.
+        inflight_timeout: the longest a reader waits for another one fetching the same
+            block before fetching it itself (s). Longer than one retried fetch normally
+            takes; a crashed fetcher releases its claim at once regardless.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class CachedSource(BlockSource):
         max_bytes: int | None = None,
         *,
         low_water: float = 0.9,
+        inflight_timeout: float = 120.0,
     ) -> None:
         self.prefetch_window = source.prefetch_window  # misses go to the wrapped source
         if max_bytes is None:
@@ -114,13 +126,18 @@ class CachedSource(BlockSource):
         self.name = f"cache {self.cache_dir} over {source.name}"
         self._dir = os.fspath(self.cache_dir)
         self._tmp = os.path.join(self._dir, "tmp")
+        self._inflight = os.path.join(self._dir, "inflight")
+        self.inflight_timeout = inflight_timeout
         self._lock_path = os.path.join(self._dir, "lock")
         try:
             os.makedirs(self._tmp, exist_ok=True)
+            os.makedirs(self._inflight, exist_ok=True)
             os.close(os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666))
         except OSError as e:
             raise StoreError(f"cannot use {self._dir} as a block cache: {e.strerror or e}") from e
         self.hits = self.misses = self.evictions = self.dropped = 0
+        #: blocks another reader was fetching, that this one then read from the cache
+        self.coalesced = 0
         self.bytes_written = self.write_errors = 0
         self._shards_made: set[str] = set()
         self._clean_stale_temp_files()
@@ -162,10 +179,70 @@ class CachedSource(BlockSource):
         if data is not None:
             self.hits += 1
             return data
-        self.misses += 1
-        data = self.check(cid, self.source.get(cid))  # never cache what we did not hash
-        self._insert(cid.multihash, data)
-        return data
+        return self._fetch_once(cid, self._claim(cid.multihash, wait=True))
+
+    def _fetch_once(self, cid: CID, claim: int | None) -> bytes:
+        """Fetch and cache a missed block holding ``claim`` (our single-flight lock, or
+        None after waiting out a hung fetcher); released here whatever happens."""
+        try:
+            if claim is not None:
+                data = self._lookup(cid)  # whoever held the claim before us may have cached it
+                if data is not None:
+                    self.coalesced += 1
+                    self.hits += 1
+                    return data
+            self.misses += 1
+            data = self.check(cid, self.source.get(cid))  # never cache what we did not hash
+            self._insert(cid.multihash, data)
+            return data
+        finally:
+            if claim is not None:
+                self._release(cid.multihash, claim)
+
+    # -- single flight -------------------------------------------------------------------------
+
+    def _claim(self, mh: bytes, *, wait: bool, meanwhile: Callable[[], bool] | None = None) -> int | None:
+        """Take the single-flight lock of a block: its fd. Without ``wait``, None when
+        another reader holds it. With ``wait``, block until it is free, or None after
+        ``inflight_timeout`` (that reader hangs: fetch without it); ``meanwhile`` is
+        called instead of sleeping while it returns True (work to do while waiting)."""
+        path = os.path.join(self._inflight, multihash_key(mh))
+        deadline = time.monotonic() + self.inflight_timeout
+        pause = 0.002
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                log.warning("cannot create %s (%s): fetching without single flight", path, e)
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if not wait:
+                    return None
+                if time.monotonic() >= deadline:
+                    log.warning("%s: another reader has been fetching it for %g s; fetching it too",
+                                path, self.inflight_timeout)
+                    return None
+                if meanwhile is None or not meanwhile():
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+                continue
+            # The holder before us unlinks the file before it unlocks: if it is gone (or
+            # replaced) we locked a stale inode that nobody else sees; start over.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def _release(self, mh: bytes, fd: int) -> None:
+        with suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._inflight, multihash_key(mh)))
+        os.close(fd)  # unlink first: a waiter that locks the old inode then sees it is stale
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
         """Yield ``(cid, block)`` in the order given. Cache misses go to the wrapped
@@ -182,44 +259,80 @@ class CachedSource(BlockSource):
             else:
                 misses.append(cid)
         misses = list(dict.fromkeys(misses))
-        miss_set = set(misses)
-        uses = Counter(c for c in wanted if c in miss_set)  # keep a repeated miss until its last use
-        fetched = iter(self.source.get_many(misses)) if misses else iter(())
+        # Claim what nobody else is fetching; the rest is waited for when its turn comes.
+        claims: dict[bytes, int] = {}
         try:
-            yield from self._merge(wanted, cached, fetched, uses)
+            for cid in misses:
+                fd = self._claim(cid.multihash, wait=False)
+                if fd is None:
+                    continue
+                if os.path.exists(self._entry_path(cid.multihash)):  # cached since we looked
+                    self._release(cid.multihash, fd)
+                    cached.add(cid.multihash)
+                else:
+                    claims[cid.multihash] = fd
+            mine = [c for c in misses if c.multihash in claims]
+            miss_set = set(mine)
+            uses = Counter(c for c in wanted if c in miss_set)  # keep a repeated miss until its last use
+            fetched = iter(self.source.get_many(mine)) if mine else iter(())
+            try:
+                yield from self._merge(wanted, cached, fetched, uses, claims)
+            finally:
+                close = getattr(fetched, "close", None)
+                if close is not None:
+                    close()  # a consumer that stops early cancels the source's fetches
         finally:
-            close = getattr(fetched, "close", None)
-            if close is not None:
-                close()  # a consumer that stops early cancels the source's fetches
+            for mh, fd in claims.items():
+                self._release(mh, fd)
 
     def _merge(
-        self, wanted: list[CID], cached: set[bytes], fetched: Iterator[tuple[CID, bytes]], uses: Counter
+        self,
+        wanted: list[CID],
+        cached: set[bytes],
+        fetched: Iterator[tuple[CID, bytes]],
+        uses: Counter,
+        claims: dict[bytes, int],
     ) -> Iterator[tuple[CID, bytes]]:
-        """Yield ``wanted`` in order: hits read from disk, misses taken from ``fetched``."""
+        """Yield ``wanted`` in order: hits read from disk, our misses taken from
+        ``fetched`` (their claims released once cached), others' misses waited for."""
         pending: dict[CID, bytes] = {}
+        done = False
+
+        def pull() -> bool:
+            """Take the next of our fetched blocks: cache it and release its claim."""
+            nonlocal done
+            item = None if done else next(fetched, None)
+            if item is None:
+                done = True
+                return False
+            got_cid, got = item
+            self.misses += 1
+            pending[got_cid] = self.check(got_cid, got)
+            self._insert(got_cid.multihash, got)
+            fd = claims.pop(got_cid.multihash, None)
+            if fd is not None:  # cached: the readers waiting for it can read it now
+                self._release(got_cid.multihash, fd)
+            return True
+
         for cid in wanted:
             if cid.is_identity:
                 yield cid, cid.digest
                 continue
-            if cid.multihash in cached:
+            if cid.multihash in cached or cid not in uses:
+                # a hit when we looked, or a block another reader is fetching: (wait, then)
+                # read it from the cache, else fetch it alone. While waiting, keep taking
+                # our own fetched blocks: a reader waiting for one of *our* claims is
+                # then never blocked by us (no wait cycle between readers).
                 data = self._lookup(cid)
-                if data is not None:
+                if data is None:
+                    data = self._fetch_once(cid, self._claim(cid.multihash, wait=True, meanwhile=pull))
+                else:
                     self.hits += 1
-                    yield cid, data
-                    continue
-                self.misses += 1  # evicted or damaged since we looked: fetch it alone
-                data = self.check(cid, self.source.get(cid))
-                self._insert(cid.multihash, data)
                 yield cid, data
                 continue
             while cid not in pending:
-                item = next(fetched, None)
-                if item is None:
+                if not pull():
                     raise BlockNotFoundError(cid, [self.source.name], hint="the source ended its batch early")
-                got_cid, got = item
-                self.misses += 1
-                pending[got_cid] = self.check(got_cid, got)
-                self._insert(got_cid.multihash, got)
             data = pending[cid]
             uses[cid] -= 1
             if uses[cid] == 0:

@@ -2,8 +2,16 @@
 
 ``SourceChain([cache, local, kubo, gateways])`` is what datasets read through. A block
 is returned from the first source that delivers it *verified*; a source that is down,
-slow or serves bad bytes is skipped for that block, and when every source fails the
-error says which sources were tried and how to add one.
+slow or serves bad bytes is skipped for that block. When every source fails, the error
+says what really happened:
+
+- :class:`BlockNotFoundError` only when *every* source answered "not found" (with a
+  hint on how to add a source that has it);
+- :class:`IntegrityError` when a source sent bytes that do not hash to the CID;
+- :class:`SourceTimeoutError` / :class:`SourceUnavailableError` when the cause was the
+  network (the block may well exist on the source that could not be reached).
+
+The message names the failing source and its cause once.
 """
 
 from __future__ import annotations
@@ -12,7 +20,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from torch_ipfs.cid import CID
-from torch_ipfs.errors import BlockNotFoundError, IntegrityError, SourceError
+from torch_ipfs.errors import (
+    BlockNotFoundError,
+    IntegrityError,
+    SourceError,
+    SourceTimeoutError,
+    SourceUnavailableError,
+)
 from torch_ipfs.sources.base import BlockSource
 
 __all__ = ["HOW_TO_ADD_A_SOURCE", "SourceChain"]
@@ -27,12 +41,18 @@ HOW_TO_ADD_A_SOURCE = (
 
 
 class SourceChain(BlockSource):
-    """Try ``sources`` in order for each block; the first verified answer wins."""
+    """Try ``sources`` in order for each block; the first verified answer wins.
 
-    def __init__(self, sources: Sequence[BlockSource]) -> None:
+    ``hint`` is appended to a not-found error (default: how to add a source); the client
+    passes one that only suggests what is not configured yet.
+    """
+
+    def __init__(self, sources: Sequence[BlockSource], *, hint: str = HOW_TO_ADD_A_SOURCE) -> None:
         if not sources:
             raise ValueError("SourceChain needs at least one source")
         self.sources = list(sources)
+        self.hint = hint
+        self._warned: set[int] = set()  # sources whose failure was logged (once each)
         self.name = " -> ".join(s.name for s in self.sources)
         self.prefetch_window = max(s.prefetch_window for s in self.sources)
 
@@ -40,16 +60,26 @@ class SourceChain(BlockSource):
         return self.get(cid)
 
     def get(self, cid: CID) -> bytes:
+        return self._get(cid, {})
+
+    def _get(self, cid: CID, failed: dict[int, Exception]) -> bytes:
+        """``get``, taking the error of a source in ``failed`` (by ``id``) as its answer
+        instead of asking it again (it just spent its retry budget on this batch)."""
         if cid.is_identity:
             return cid.digest
         errors: list[Exception] = []
         for source in self.sources:
+            if id(source) in failed:
+                errors.append(failed[id(source)])
+                continue
             try:
                 return source.get(cid)  # each source verifies what it returns
             except BlockNotFoundError as e:
                 errors.append(e)
             except (IntegrityError, SourceError) as e:
-                if source is not self.sources[-1]:  # the last failure is in the raised error
+                if source is not self.sources[-1] and id(source) not in self._warned:
+                    # once per source, not per block: the raised error carries the rest
+                    self._warned.add(id(source))
                     log.warning("%s failed for %s: %s; trying the next source", source.name, cid, e)
                 errors.append(e)
         raise self._failure(cid, errors)
@@ -60,6 +90,7 @@ class SourceChain(BlockSource):
         wanted = list(cids)
         found: dict[CID, bytes] = {}
         missing = [c for c in dict.fromkeys(wanted) if not c.is_identity]
+        failed: dict[int, Exception] = {}
         for source in self.sources:
             pending = missing
             while pending:
@@ -73,12 +104,13 @@ class SourceChain(BlockSource):
                     pending = rest[1:] if rest and rest[0] == e.cid else []
                 except SourceError as e:
                     log.debug("%s could not deliver a batch: %s", source.name, e)
+                    failed[id(source)] = e
                     break
             missing = [c for c in missing if c not in found]
             if not missing:
                 break
         for cid in missing:  # the precise per-block path builds the full error
-            found[cid] = self.get(cid)
+            found[cid] = self._get(cid, failed)
         for cid in wanted:
             yield cid, cid.digest if cid.is_identity else found[cid]
 
@@ -92,11 +124,26 @@ class SourceChain(BlockSource):
     def _failure(self, cid: CID, errors: list[Exception]) -> Exception:
         tried = [s.name for s in self.sources]
         if errors and all(isinstance(e, BlockNotFoundError) for e in errors):
-            return BlockNotFoundError(cid, tried, HOW_TO_ADD_A_SOURCE)
-        # Surface the most telling failure (bad bytes beat "unreachable"), chained to the rest.
-        worst = next((e for e in errors if isinstance(e, IntegrityError)), errors[-1])
-        err = BlockNotFoundError(
-            cid, tried, f"no source delivered verified bytes (last error: {worst}); {HOW_TO_ADD_A_SOURCE}"
-        )
-        err.__cause__ = worst
-        return err
+            return BlockNotFoundError(cid, tried, self.hint)
+        # The sources that said "not found" add nothing: the others are the cause.
+        causes = [e for e in errors if not isinstance(e, BlockNotFoundError)]
+        bad = [e for e in causes if isinstance(e, IntegrityError)]
+        if bad:  # bad bytes beat "unreachable": someone is serving wrong data
+            return bad[0] if len(bad) == 1 else _chained(
+                IntegrityError(cid, ", ".join(_source(e) for e in bad), "; ".join(map(str, bad))), bad[-1]
+            )
+        if len(causes) == 1:
+            return causes[0]  # already names its source and cause
+        text = f"block {cid}: " + "; ".join(f"{_source(e)}: {e}" for e in causes)
+        timeouts = all(isinstance(e, SourceTimeoutError) for e in causes)
+        kind = SourceTimeoutError if timeouts else SourceUnavailableError
+        return _chained(kind(text, source=", ".join(_source(e) for e in causes), cid=cid), causes[-1])
+
+
+def _source(error: Exception) -> str:
+    return getattr(error, "source", "") or type(error).__name__
+
+
+def _chained(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error

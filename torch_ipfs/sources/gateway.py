@@ -15,9 +15,11 @@ marked unhealthy and another one is asked.
 Failover: every gateway has a health record (consecutive failures, latency EWMA, a
 back-off deadline from ``Retry-After`` or errors); each request tries the healthiest
 first and moves on to the next on error. Rounds of retries follow with exponential
-back-off. ``hedge_after`` optionally asks a second gateway when the first is slow and
-takes whichever verified answer comes first. Only the configured gateways are ever
-contacted: there is no default gateway.
+back-off and jitter until the block's retry budget (seconds, not attempts) is spent, so
+a gateway restart is ridden out; answers that will not change (a 404, a redirect, a
+4xx other than 429, bad bytes) are not retried. ``hedge_after`` optionally asks a
+second gateway when the first is slow and takes whichever verified answer comes first.
+Only the configured gateways are ever contacted: there is no default gateway.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -35,6 +38,7 @@ from typing import TypeVar
 
 import httpx
 
+from torch_ipfs import config
 from torch_ipfs.car import CarReader
 from torch_ipfs.carverify import CarBlockVerifier, Scope
 from torch_ipfs.cid import CID, IPFSPath, parse_address, verify_block
@@ -49,8 +53,11 @@ from torch_ipfs.errors import (
     SourceUnavailableError,
 )
 from torch_ipfs.sources.base import MAX_BLOCK_SIZE, BlockSource, fetch_in_order
+from torch_ipfs.sources.retry import OutageLog, backoff_delay
 
 __all__ = ["ACCEPT_CAR", "ACCEPT_RAW", "GatewayHealth", "GatewaySource", "parse_retry_after"]
+
+RAW_MEDIA_TYPE = "application/vnd.ipld.raw"
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class GatewayHealth:
     consecutive_failures: int = 0
     latency: float | None = None  # EWMA of time-to-answer in seconds
     backoff_until: float = 0.0  # time.monotonic() before which the gateway is avoided
+    retry_at: float = 0.0  # time.monotonic() its last Retry-After asked us to wait for
     successes: int = 0
     failures: int = 0
 
@@ -108,8 +116,14 @@ class _RetryLater(SourceUnavailableError):
         super().__init__(message, source=source, cid=cid)
 
 
+class _Refused(SourceUnavailableError):
+    """An answer that will not change by asking again: a redirect (never followed: it
+    could lead to a host nobody configured), a 4xx other than 404/410/429, or a server
+    that is not a trustless gateway."""
+
+
 #: Answers that are final for one gateway for this request: asking it again will not help.
-_DEFINITIVE = (BlockNotFoundError, IntegrityError, BlockTooLargeError, CARFormatError)
+_DEFINITIVE = (BlockNotFoundError, IntegrityError, BlockTooLargeError, CARFormatError, _Refused)
 
 
 class GatewaySource(BlockSource):
@@ -117,12 +131,18 @@ class GatewaySource(BlockSource):
 
     Args:
         urls: gateway base URLs (``http://host:8080``), a list or a comma-separated string.
-        timeout: overall limit for one attempt at one block, and the connect timeout (s).
-        stall_timeout: abort an attempt when no new bytes arrived for this long (s).
+        timeout: overall limit for one attempt at one block (s).
+        connect_timeout: limit for opening a connection (s).
+        stall_timeout: abort an attempt when no new bytes arrived for this long (s): the
+            read timeout.
         max_connections: size of the connection pool and of the parallel fetches.
-        retries: extra rounds over all gateways after the first one fails everywhere.
-        backoff: first retry delay (s); doubles each round.
-        max_retry_wait: cap on any wait, including a gateway's ``Retry-After`` (s).
+        retry_budget: how long (s) one block keeps being retried, in rounds over all
+            gateways, while they fail for reasons that may pass (refused connections,
+            5xx, 429, stalls); 0 = one round. Definitive answers are never retried.
+        retries: optional cap on the extra rounds within the budget (None: no cap).
+        backoff: first retry delay (s); doubles each round, with jitter (50-100 %) so
+            many readers do not retry in lockstep.
+        max_retry_wait: cap on any one wait, including a gateway's ``Retry-After`` (s).
         hedge_after: if set, ask the next gateway in parallel when the first has not
             answered after this many seconds; the first verified answer wins.
         headers: extra request headers (e.g. ``Authorization`` for a private gateway).
@@ -133,11 +153,13 @@ class GatewaySource(BlockSource):
         urls: str | Sequence[str],
         *,
         timeout: float = 30.0,
-        stall_timeout: float = 10.0,
+        connect_timeout: float = config.DEFAULT_CONNECT_TIMEOUT,
+        stall_timeout: float = config.DEFAULT_READ_TIMEOUT,
         max_connections: int = 16,
-        retries: int = 2,
+        retry_budget: float = config.DEFAULT_RETRY_BUDGET,
+        retries: int | None = None,
         backoff: float = 0.1,
-        max_retry_wait: float = 10.0,
+        max_retry_wait: float = 5.0,
         hedge_after: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -149,8 +171,8 @@ class GatewaySource(BlockSource):
         for url in cleaned:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"gateway URL {url!r} must start with http:// or https://")
-        if retries < 0 or max_connections < 1:
-            raise ValueError("retries must be >= 0 and max_connections >= 1")
+        if (retries is not None and retries < 0) or max_connections < 1 or not retry_budget >= 0:
+            raise ValueError("retries and retry_budget must be >= 0 and max_connections >= 1")
         self.urls = list(dict.fromkeys(cleaned))
         self.name = "gateway " + ", ".join(self.urls)
         # Enough blocks in flight to cover a round trip: 4x the connections keeps every
@@ -160,14 +182,18 @@ class GatewaySource(BlockSource):
         self.stall_timeout = stall_timeout
         self.max_connections = max_connections
         self.retries = retries
+        self.retry_budget = retry_budget
+        self.connect_timeout = connect_timeout
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
         self.hedge_after = hedge_after
         self.health = {url: GatewayHealth(url) for url in self.urls}
         self._lock = threading.Lock()
+        self._random = random.Random()
+        self._outage = OutageLog(log, self.name)
         self._client = httpx.Client(
             timeout=httpx.Timeout(
-                connect=min(timeout, stall_timeout * 2, 10.0),
+                connect=min(timeout, connect_timeout),
                 read=stall_timeout,
                 write=stall_timeout,
                 pool=timeout,
@@ -220,10 +246,11 @@ class GatewaySource(BlockSource):
                 wait_s = INTEGRITY_PENALTY
             elif isinstance(error, _RetryLater) and error.retry_after is not None:
                 wait_s = min(error.retry_after, self.max_retry_wait)
+                gw.retry_at = max(gw.retry_at, now + wait_s)
             else:
                 wait_s = min(self.backoff * 2 ** (gw.consecutive_failures - 1), self.max_retry_wait)
             gw.backoff_until = max(gw.backoff_until, now + wait_s)
-        log.info("gateway %s failed: %s", gw.url, error)
+        log.debug("gateway %s failed: %s", gw.url, error)
 
     # -- single blocks ----------------------------------------------------------------
 
@@ -244,25 +271,45 @@ class GatewaySource(BlockSource):
     def _with_failover(self, cid: CID, attempt: Callable[[GatewayHealth], T]) -> T:
         errors: list[tuple[str, Exception]] = []
         finished: set[str] = set()  # gateways whose answer was definitive for this CID
-        for round_no in range(self.retries + 1):
+        started = time.monotonic()
+        deadline = started + self.retry_budget
+        round_no = 0
+        while True:
             candidates = [g for g in self.ranked() if g.url not in finished]
             if not candidates:
                 break
             if round_no:
-                self._sleep_before_retry(round_no, candidates)
+                if self.retries is not None and round_no > self.retries:
+                    break
+                if not self._sleep_before_retry(round_no, candidates, deadline, errors):
+                    break
             ok, result = self._race(candidates, attempt, errors, finished)
             if ok:
+                self._outage.ended()
                 return result  # type: ignore[return-value]
-        raise self._failure(cid, errors)
+            round_no += 1
+        raise self._failure(cid, errors, waited=time.monotonic() - started if round_no > 1 else 0.0)
 
-    def _sleep_before_retry(self, round_no: int, candidates: list[GatewayHealth]) -> None:
+    def _sleep_before_retry(
+        self, round_no: int, candidates: list[GatewayHealth], deadline: float,
+        errors: list[tuple[str, Exception]],
+    ) -> bool:
+        """Wait before retry round ``round_no``: exponential back-off with jitter, at
+        least what a ``Retry-After`` asked for, never past ``deadline``. False when the
+        budget is spent."""
         now = time.monotonic()
-        earliest = min(g.backoff_until for g in candidates)
-        delay = max(self.backoff * 2 ** (round_no - 1), earliest - now)
-        delay = min(delay, self.max_retry_wait)
+        remaining = deadline - now
+        if remaining <= 0:
+            return False
+        delay = backoff_delay(round_no, self.backoff, self.max_retry_wait, self._random)
+        asked = min(g.retry_at for g in candidates) - now  # a Retry-After is honoured
+        delay = min(max(delay, asked), self.max_retry_wait, remaining)
+        if not self._outage.waiting:
+            cause = "; ".join(f"{url}: {_short(e)}" for url, e in dict(errors).items())
+            self._outage.started(cause, self.retry_budget)
         if delay > 0:
-            log.debug("retry round %d in %.3f s", round_no, delay)
             time.sleep(delay)
+        return True
 
     def _race(
         self,
@@ -323,6 +370,7 @@ class GatewaySource(BlockSource):
                 "GET", url, params={"format": "raw"}, headers={"Accept": ACCEPT_RAW}
             ) as resp:
                 self._check_status(resp, gw.url, cid)
+                _check_raw_type(resp, gw.url, cid)
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > MAX_BLOCK_SIZE:
                     raise BlockTooLargeError(cid, int(declared), MAX_BLOCK_SIZE, gw.url)
@@ -347,9 +395,7 @@ class GatewaySource(BlockSource):
             if got > MAX_BLOCK_SIZE:
                 break
             if time.monotonic() - start > self.timeout:
-                raise SourceTimeoutError(
-                    f"{url}: block {cid} took longer than {self.timeout} s", source=url, cid=cid
-                )
+                raise SourceTimeoutError(f"took longer than {self.timeout} s", source=url, cid=cid)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return data[:MAX_BLOCK_SIZE + 1]
 
@@ -359,27 +405,40 @@ class GatewaySource(BlockSource):
             return
         if status in (404, 410):
             raise BlockNotFoundError(cid, [url])
+        if 300 <= status < 400:
+            where = resp.headers.get("location", "")
+            raise _Refused(
+                f"answered {status} (redirect{' to ' + where[:100] if where else ''}, not followed: "
+                "configure the gateway's final URL)",
+                source=url, cid=cid,
+            )
         if status in (429, 503):
             wait_s = parse_retry_after(resp.headers.get("retry-after"))
             raise _RetryLater(
-                f"{url} answered {status} for {cid}"
-                + (f" (Retry-After {wait_s:.3g} s)" if wait_s is not None else ""),
+                f"answered {status}" + (f" (Retry-After {wait_s:.3g} s)" if wait_s is not None else ""),
                 source=url,
                 cid=cid,
                 retry_after=wait_s,
             )
         if status == 504:
-            raise SourceTimeoutError(f"{url} answered 504 (gateway timeout) for {cid}", source=url, cid=cid)
-        raise SourceUnavailableError(f"{url} answered HTTP {status} for {cid}", source=url, cid=cid)
+            raise SourceTimeoutError("answered 504 (gateway timeout)", source=url, cid=cid)
+        if 400 <= status < 500:
+            raise _Refused(f"answered HTTP {status} {resp.reason_phrase}".rstrip(), source=url, cid=cid)
+        answer = f"answered HTTP {status} {resp.reason_phrase}".rstrip()
+        raise SourceUnavailableError(answer, source=url, cid=cid)
 
-    def _failure(self, cid: CID, errors: list[tuple[str, Exception]]) -> Exception:
-        """The most informative error once every gateway failed for ``cid``."""
+    def _failure(self, cid: CID, errors: list[tuple[str, Exception]], *, waited: float = 0.0) -> Exception:
+        """The most informative error once every gateway failed for ``cid``: each gateway
+        named once, with its last answer."""
         err: Exception
-        tried = list(dict.fromkeys(url for url, _ in errors)) or list(self.urls)
-        detail = "; ".join(f"{url}: {_short(e)}" for url, e in errors)
-        if errors and all(isinstance(e, BlockNotFoundError) for _, e in errors):
+        last = dict(errors)  # insertion order of first failure, value of the last one
+        tried = list(last) or list(self.urls)
+        detail = "; ".join(f"{url}: {_short(e)}" for url, e in last.items())
+        if waited:
+            detail += f"; retried for {waited:.1f} s"
+        if last and all(isinstance(e, BlockNotFoundError) for e in last.values()):
             return BlockNotFoundError(cid, tried)
-        others = [e for _, e in errors if not isinstance(e, BlockNotFoundError)]
+        others = [e for e in last.values() if not isinstance(e, BlockNotFoundError)]
         if others and all(isinstance(e, BlockTooLargeError) for e in others):
             return others[0]
         if others and all(isinstance(e, CARFormatError) for e in others):
@@ -387,17 +446,13 @@ class GatewaySource(BlockSource):
             err.__cause__ = others[-1]
             return err
         if others and all(isinstance(e, (IntegrityError, BlockTooLargeError)) for e in others):
-            bad = [url for url, e in errors if isinstance(e, (IntegrityError, BlockTooLargeError))]
-            err = IntegrityError(
-                cid, ", ".join(dict.fromkeys(bad)), f"no gateway delivered verified bytes ({detail})"
-            )
+            bad = [url for url, e in last.items() if isinstance(e, (IntegrityError, BlockTooLargeError))]
+            err = IntegrityError(cid, ", ".join(bad), f"no gateway delivered verified bytes ({detail})")
         elif others and all(isinstance(e, SourceTimeoutError) for e in others):
-            err = SourceTimeoutError(
-                f"block {cid}: gateways timed out (tried {detail})", source=", ".join(tried), cid=cid
-            )
+            err = SourceTimeoutError(f"block {cid} timed out: {detail}", source=", ".join(tried), cid=cid)
         else:
             err = SourceUnavailableError(
-                f"block {cid}: no gateway delivered it (tried {detail})", source=", ".join(tried), cid=cid
+                f"block {cid} unavailable: {detail}", source=", ".join(tried), cid=cid
             )
         err.__cause__ = others[-1] if others else None
         return err
@@ -487,9 +542,10 @@ class GatewaySource(BlockSource):
                 log.warning("CAR of /ipfs/%s/%s from %s failed after %d blocks: %s",
                             root, path, gw.url, verifier.count if verifier else 0, e)
                 if not fallback and verifier is not None and verifier.count:
-                    raise
-        if not fallback:
-            raise self._failure(root, errors)
+                    raise self._failure(root, errors) from e
+        root_missing = bool(errors) and all(isinstance(e, BlockNotFoundError) for _, e in errors)
+        if not fallback or (root_missing and not path.strip("/")):
+            raise self._failure(root, errors)  # a 404 for the root is final: no raw fallback
         if verifier is None:
             verifier = CarBlockVerifier(
                 root, path=path, scope=dag_scope, entity_bytes=entity_bytes, dups=True, on_block=_discard
@@ -560,7 +616,9 @@ class GatewaySource(BlockSource):
     def probe(self) -> dict[str, Exception | None]:
         """Ask every gateway for the empty identity block (``/ipfs/bafkqaaa?format=raw``,
         which any trustless gateway answers 200 with an empty body). Returns, per URL,
-        None if it answered correctly or the error it produced; updates the health records."""
+        None if it answered correctly or the error it produced (a gateway that ignores
+        ``?format=raw`` gets a "not a trustless gateway" :class:`SourceUnavailableError`);
+        updates the health records."""
         results: dict[str, Exception | None] = {}
         cid = CID.decode(PROBE_CID)
         for gw in list(self.health.values()):
@@ -571,9 +629,14 @@ class GatewaySource(BlockSource):
                         f"{gw.url}/ipfs/{PROBE_CID}", params={"format": "raw"}, headers={"Accept": ACCEPT_RAW}
                     )
                 self._check_status(resp, gw.url, cid)
-                if resp.content:
-                    detail = f"probe answered {len(resp.content)} bytes, expected none"
-                    raise IntegrityError(cid, gw.url, detail)
+                ctype = resp.headers.get("content-type", "")
+                if _media_type(ctype) != RAW_MEDIA_TYPE or resp.content:
+                    raise _Refused(
+                        f"{gw.url} is not a trustless gateway: it answered /ipfs/{PROBE_CID}?format=raw "
+                        f"with Content-Type {ctype or '(none)'!r} and {len(resp.content)} bytes "
+                        f"(a trustless gateway sends {RAW_MEDIA_TYPE} and no bytes)",
+                        source=gw.url, cid=cid,
+                    )
             except IPFSError as e:
                 self._failed(gw, e)
                 results[gw.url] = e
@@ -621,10 +684,29 @@ def _discard(cid: CID, block: bytes) -> None:
 
 
 def _short(error: Exception) -> str:
+    """What one gateway answered, without the CID and URL the summary names already."""
     if isinstance(error, BlockNotFoundError):
         return "404 not found"
+    if isinstance(error, IntegrityError):
+        return "sent bytes that do not hash to the CID"
     text = str(error)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _check_raw_type(resp: httpx.Response, url: str, cid: CID) -> None:
+    """A 200 to ``?format=raw`` that is not ``application/vnd.ipld.raw`` comes from a
+    gateway that ignored the request (an old path gateway sends the file or a
+    directory listing): say so, instead of a "hash does not match" later."""
+    ctype = resp.headers.get("content-type")
+    if ctype is not None and _media_type(ctype) != RAW_MEDIA_TYPE:
+        raise _Refused(
+            f"not a trustless gateway: answered ?format=raw with Content-Type {ctype[:80]!r}",
+            source=url, cid=cid,
+        )
 
 
 def _content_type_param(content_type: str, name: str, default: str) -> str:
@@ -647,10 +729,6 @@ def _translated(url: str, cid: CID) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as e:
-        raise SourceTimeoutError(
-            f"{url}: no data for {cid} in time ({type(e).__name__})", source=url, cid=cid
-        ) from e
+        raise SourceTimeoutError(f"no data in time ({type(e).__name__})", source=url, cid=cid) from e
     except httpx.HTTPError as e:
-        raise SourceUnavailableError(
-            f"{url}: {type(e).__name__} while fetching {cid}: {e}", source=url, cid=cid
-        ) from e
+        raise SourceUnavailableError(f"{type(e).__name__}: {e}", source=url, cid=cid) from e

@@ -36,8 +36,10 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
@@ -48,6 +50,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
+from torch_ipfs import config
 from torch_ipfs.cid import CID
 from torch_ipfs.errors import (
     BlockNotFoundError,
@@ -57,6 +60,7 @@ from torch_ipfs.errors import (
 )
 from torch_ipfs.multiaddr import DEFAULT_API, parse_api_address
 from torch_ipfs.sources.base import BlockSource, fetch_in_order
+from torch_ipfs.sources.retry import OutageLog, backoff_delay
 from torch_ipfs.sources.trailers import ResponseTrailers, TrailerAwareTransport
 
 if TYPE_CHECKING:
@@ -118,10 +122,16 @@ class KuboSource(BlockSource):
     """A Kubo node's RPC API as a verified block source plus a small typed RPC client.
 
     ``api`` is a multiaddr (``/ip4/127.0.0.1/tcp/5001``, ``/dns/host/tcp/443/https``,
-    ``/unix/path``) or a URL. ``timeout`` bounds connecting and each wait for bytes (a
-    stall), not a whole transfer. ``max_connections`` bounds parallel requests.
+    ``/unix/path``) or a URL. ``timeout`` bounds each wait for bytes (a stall), not a
+    whole transfer; ``connect_timeout`` (default: ``timeout``, at most 5 s) bounds
+    connecting. ``max_connections`` bounds parallel requests.
     ``offline=True`` asks the node for blocks it already has only (``--offline``), so a
     missing block fails at once instead of the node searching the network until timeout.
+    ``retry_budget`` (seconds, default 0 = fail at once, as an RPC client should; the
+    datasets' client sets ``TORCH_IPFS_RETRY_BUDGET``) keeps retrying a block read while
+    the node cannot be reached or answers 5xx. A timeout is not retried: a node that
+    holds a request open is searching for a block it lacks, and asking again only
+    costs another ``timeout``.
     """
 
     def __init__(
@@ -130,11 +140,15 @@ class KuboSource(BlockSource):
         *,
         auth: str | tuple[str, str] | None = None,
         timeout: float = 30.0,
+        connect_timeout: float | None = None,
         max_connections: int = 16,
         offline: bool = False,
+        retry_budget: float = 0.0,
+        backoff: float = 0.1,
+        max_retry_wait: float = 5.0,
     ) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be >= 1")
+        if max_connections < 1 or not retry_budget >= 0:
+            raise ValueError("max_connections must be >= 1 and retry_budget >= 0")
         self.address = parse_api_address(api)
         self.url = str(self.address)
         self.name = f"kubo {self.url}"
@@ -142,12 +156,20 @@ class KuboSource(BlockSource):
         self.timeout = timeout
         self.max_connections = max_connections
         self.offline = offline
+        self.retry_budget = retry_budget
+        self.backoff = backoff
+        self.max_retry_wait = max_retry_wait
+        if connect_timeout is None:
+            connect_timeout = min(timeout, config.DEFAULT_CONNECT_TIMEOUT)
+        self.connect_timeout = connect_timeout
+        self._random = random.Random()
+        self._outage = OutageLog(log, self.name)
         headers = {"Authorization": authorization_header(auth)} if auth is not None else {}
         self._client = httpx.Client(
             base_url=self.address.base_url,
             transport=TrailerAwareTransport(uds=self.address.uds, max_connections=max_connections),
             headers=headers,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(timeout, connect=self.connect_timeout),
             trust_env=False,
             follow_redirects=False,
         )
@@ -162,6 +184,32 @@ class KuboSource(BlockSource):
 
     def _get_raw(self, cid: CID) -> bytes:
         return self.block_get_raw(cid)
+
+    def get(self, cid: CID) -> bytes:
+        """The verified block (``block/get``), retried within ``retry_budget`` while the
+        node is unreachable or answers 5xx."""
+        if cid.is_identity:
+            return cid.digest
+        started = time.monotonic()
+        round_no = 0
+        while True:
+            try:
+                data = super().get(cid)
+            except SourceUnavailableError as e:
+                remaining = started + self.retry_budget - time.monotonic()
+                if isinstance(e, _Refused) or self._closed or remaining <= 0:
+                    if round_no:
+                        raise SourceUnavailableError(
+                            f"{e}; retried for {time.monotonic() - started:.1f} s", source=self.url, cid=cid
+                        ) from e
+                    raise
+                round_no += 1
+                self._outage.started(_cause(e), self.retry_budget)
+                delay = backoff_delay(round_no, self.backoff, self.max_retry_wait, self._random)
+                time.sleep(min(delay, remaining))
+                continue
+            self._outage.ended()
+            return data
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
         """Fetch blocks in parallel (at most ``max_connections`` at once), yield them in
@@ -415,7 +463,7 @@ class KuboSource(BlockSource):
         except httpx.TransportError as e:
             raise SourceUnavailableError(
                 f"cannot reach the Kubo RPC API at {self.url}: {e or type(e).__name__}; "
-                "is the daemon running (ipfs daemon) and is the address right (TORCH_IPFS_API)?",
+                "is the daemon running (ipfs daemon) and is the address right?",
                 source=self.url,
                 cid=cid,
             ) from e
@@ -487,7 +535,7 @@ class KuboSource(BlockSource):
     def _status_error(self, command: str, resp: httpx.Response, cid: object) -> Exception:
         status = resp.status_code
         if status in (401, 403):
-            return SourceUnavailableError(
+            return _Refused(
                 f"Kubo RPC at {self.url} refused {command} ({status}): the node requires "
                 "authorization (API.Authorizations); pass auth='bearer:TOKEN' or "
                 "auth=('user', 'password'), or check the credentials",
@@ -527,6 +575,14 @@ class KuboSource(BlockSource):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _Refused(SourceUnavailableError):
+    """A refusal that asking again will not change (401/403): not retried."""
+
+
+def _cause(error: Exception) -> str:
+    return str(error)[:200]
 
 
 def _cid(value: CID | str) -> CID:
@@ -620,7 +676,10 @@ def _multipart(parts: list[_Part]) -> tuple[Iterator[bytes], str]:
 
     def gen() -> Iterator[bytes]:
         for name, ctype, payload in parts:
-            filename = urllib.parse.quote_plus(name, safe="")  # Go's url.QueryEscape
+            # Percent-encode everything (space -> %20, "/" -> %2F): Go's url.PathUnescape /
+            # QueryUnescape and JavaScript's decodeURIComponent all decode it the same way,
+            # while "+" for a space (quote_plus) is a space only to Go's query decoding.
+            filename = urllib.parse.quote(name, safe="")
             yield (
                 f"--{boundary}\r\n"
                 f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'

@@ -249,9 +249,6 @@ class UnsafePathError(UnixFSFormatError):
         self.path, self.reason = path, reason
         super().__init__(f"refusing to write {path!r}: {reason}")
 
-    def __reduce__(self):  # type: ignore[override]
-        return (type(self), (self.path, self.reason))
-
 
 class SampleError(IPFSError):
     """A sample that could not be read or decoded (``.index`` / ``.key`` say which, when
@@ -260,9 +257,6 @@ class SampleError(IPFSError):
     def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
         self.index, self.key = index, key
         super().__init__(message)
-
-    def __reduce__(self):  # type: ignore[override]
-        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class SampleTooLargeError(SampleError):
@@ -276,13 +270,3 @@ class SampleTooLargeError(SampleError):
             f"{sample} is {size}+ bytes, over the {limit}-byte per-sample limit "
             f"(raise it with TORCH_IPFS_MAX_SAMPLE_BYTES)"
         )
-
-    def __reduce__(self):  # type: ignore[override]
-        return (type(self), (self.sample, self.size, self.limit))
-
-
-def _rebuild(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
-    err = cls.__new__(cls)
-    err.args = args
-    err.__dict__.update(state)
-    return err

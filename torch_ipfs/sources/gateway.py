@@ -57,8 +57,6 @@ from torch_ipfs.sources.retry import OutageLog, backoff_delay
 
 __all__ = ["ACCEPT_CAR", "ACCEPT_RAW", "GatewayHealth", "GatewaySource", "parse_retry_after"]
 
-RAW_MEDIA_TYPE = "application/vnd.ipld.raw"
-
 log = logging.getLogger(__name__)
 
 ACCEPT_RAW = "application/vnd.ipld.raw"
@@ -630,11 +628,11 @@ class GatewaySource(BlockSource):
                     )
                 self._check_status(resp, gw.url, cid)
                 ctype = resp.headers.get("content-type", "")
-                if _media_type(ctype) != RAW_MEDIA_TYPE or resp.content:
+                if _media_type(ctype) != ACCEPT_RAW or resp.content:
                     raise _Refused(
                         f"{gw.url} is not a trustless gateway: it answered /ipfs/{PROBE_CID}?format=raw "
                         f"with Content-Type {ctype or '(none)'!r} and {len(resp.content)} bytes "
-                        f"(a trustless gateway sends {RAW_MEDIA_TYPE} and no bytes)",
+                        f"(a trustless gateway sends {ACCEPT_RAW} and no bytes)",
                         source=gw.url, cid=cid,
                     )
             except IPFSError as e:
@@ -702,7 +700,7 @@ def _check_raw_type(resp: httpx.Response, url: str, cid: CID) -> None:
     gateway that ignored the request (an old path gateway sends the file or a
     directory listing): say so, instead of a "hash does not match" later."""
     ctype = resp.headers.get("content-type")
-    if ctype is not None and _media_type(ctype) != RAW_MEDIA_TYPE:
+    if ctype is not None and _media_type(ctype) != ACCEPT_RAW:
         raise _Refused(
             f"not a trustless gateway: answered ?format=raw with Content-Type {ctype[:80]!r}",
             source=url, cid=cid,

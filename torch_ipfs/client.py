@@ -123,15 +123,7 @@ class Client:
                 retry_budget=0.0 if self.gateways else self.retry_budget,
             ))
         if self.gateways:
-            from torch_ipfs.sources.gateway import GatewaySource
-
-            self._remote.append(GatewaySource(
-                self.gateways,
-                timeout=max(30.0, t.read_timeout),
-                connect_timeout=t.connect_timeout,
-                stall_timeout=t.read_timeout,
-                retry_budget=self.retry_budget,
-            ))
+            self._remote.append(self._gateway_source(self.gateways))
         chain: list[BlockSource] = [self.store]
         if self._remote:
             from torch_ipfs.sources.cache import CachedSource
@@ -139,6 +131,19 @@ class Client:
             remote = self._remote[0] if len(self._remote) == 1 else SourceChain(self._remote)
             chain.append(CachedSource(remote, Path(self.store.root) / "cache", max_bytes=self.cache_bytes))
         return SourceChain(chain, hint=self._not_found_hint())
+
+    def _gateway_source(self, urls: list[str]) -> BlockSource:
+        """A gateway source with the settings' timeouts and this client's retry budget."""
+        from torch_ipfs.sources.gateway import GatewaySource
+
+        t = self._network
+        return GatewaySource(
+            urls,
+            timeout=max(30.0, t.read_timeout),
+            connect_timeout=t.connect_timeout,
+            stall_timeout=t.read_timeout,
+            retry_budget=self.retry_budget,
+        )
 
     def _not_found_hint(self) -> str:
         """How to add a source that has a missing block, suggesting only what is not set."""
@@ -197,13 +202,7 @@ class Client:
             self._pasted, self._pasted_pid = {}, os.getpid()
         chain = self._pasted.get(gateway)
         if chain is None:
-            from torch_ipfs.sources.gateway import GatewaySource
-
-            t = self._network
-            pasted = GatewaySource(
-                [gateway], timeout=max(30.0, t.read_timeout), connect_timeout=t.connect_timeout,
-                stall_timeout=t.read_timeout, retry_budget=self.retry_budget,
-            )
+            pasted = self._gateway_source([gateway])
             chain = self._pasted[gateway] = SourceChain([self.source, pasted], hint=self._not_found_hint())
         return chain
 

@@ -50,7 +50,7 @@ from torch_ipfs.errors import (
 )
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.unixfs.reader import UnixFSFile, ls
-from torch_ipfs.unixfs.walk import CarWalk, node_kind, parse_entity_bytes, resolve_segments
+from torch_ipfs.unixfs.walk import CarWalk, node_kind, parse_entity_bytes, resolve_prefixes
 from torch_ipfs.varint import encode_varint
 
 __all__ = ["GatewayServer", "car_blocks", "make_server", "serve_forever"]
@@ -246,13 +246,6 @@ class _DeadlineSocketIO(io.RawIOBase):
 # -- which blocks a CAR response holds ----------------------------------------------------
 
 
-def resolve(source: BlockSource, root: CID, segments: list[str]) -> tuple[CID, list[tuple[CID, bytes]]]:
-    """The terminal CID of ``root/segments`` and the blocks the resolution read, in order."""
-    fetched: list[tuple[CID, bytes]] = []
-    terminal = resolve_segments(source, root, segments, lambda c, b: fetched.append((c, b)))
-    return terminal, fetched
-
-
 def car_blocks(
     source: BlockSource,
     root: CID,
@@ -434,26 +427,24 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _common_headers(
-        self, content_type: str, etag: str, ipfs_path: str, root: CID, segments: list[str]
-    ) -> None:
+    def _common_headers(self, content_type: str, etag: str, ipfs_path: str, roots: list[CID]) -> None:
         """The headers Kubo's gateway sends with every answer, which clients rely on
-        (ipfsspec reads X-Ipfs-Roots: one CID per path segment, the root first)."""
+        (ipfsspec reads X-Ipfs-Roots: one CID per path segment, the root first, as
+        :func:`resolve_prefixes` resolved them)."""
         self.send_header("Content-Type", content_type)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", _IMMUTABLE)
         self.send_header("ETag", etag)
         self.send_header("X-Ipfs-Path", ipfs_path)
-        roots = _path_roots(self.server.source, root, segments)
         self.send_header("X-Ipfs-Roots", ",".join(str(c) for c in roots))
 
     def _serve_raw(self, root: CID, segments: list[str], *, head: bool) -> None:
-        terminal, _ = resolve(self.server.source, root, segments)
+        roots = resolve_prefixes(self.server.source, root, segments)
+        terminal = roots[-1]
         block = self.server.source.get(terminal)
         self.send_response(200)
-        self._common_headers(
-            "application/vnd.ipld.raw", f'"{terminal}.raw"', _ipfs_path(root, segments), root, segments
-        )
+        ipfs_path = _ipfs_path(root, segments)
+        self._common_headers("application/vnd.ipld.raw", f'"{terminal}.raw"', ipfs_path, roots)
         self.send_header("Content-Length", str(len(block)))
         self.end_headers()
         if not head:
@@ -478,8 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as e:
                 raise _HTTPProblem(400, str(e)) from None
         source = self.server.source
-        terminal, _ = resolve(source, root, segments)  # 404 now, before the 200 is sent
-        source.get(terminal)
+        roots = resolve_prefixes(source, root, segments)  # 404 now, before the 200 is sent
+        source.get(roots[-1])
         blocks = car_blocks(
             source, root, segments, scope=scope, entity_bytes=entity_bytes, dups=dups_value == "y"
         )
@@ -489,8 +480,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"application/vnd.ipld.car; version=1; order=dfs; dups={dups_value}",
             f'"{root}.car.{quote(tag, safe="")}.{dups_value}"',
             _ipfs_path(root, segments),
-            root,
-            segments,
+            roots,
         )
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
@@ -522,11 +512,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_path(self, root: CID, segments: list[str], *, head: bool) -> None:
         source = self.server.source
-        terminal, _ = resolve(source, root, segments)
+        roots = resolve_prefixes(source, root, segments)
+        terminal = roots[-1]
         block = terminal.digest if terminal.is_identity else source.get(terminal)
         kind = node_kind(terminal, block)
         if kind in (DataType.Directory, DataType.HAMTShard):
-            self._serve_listing(root, segments, terminal, head=head)
+            self._serve_listing(root, segments, roots, head=head)
             return
         if kind not in (DataType.File, DataType.Raw):
             raise _HTTPProblem(501, f"{terminal} is not a file or directory; fetch it with ?format=raw")
@@ -550,7 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = segments[-1] if segments else ""
         ctype = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
         self.send_response(status)
-        self._common_headers(ctype, f'"{terminal}"', _ipfs_path(root, segments), root, segments)
+        self._common_headers(ctype, f'"{terminal}"', _ipfs_path(root, segments), roots)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start))
         if content_range:
@@ -565,7 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
             log.warning("file %s cut short: %s", self.path, e)
             self.close_connection = True
 
-    def _serve_listing(self, root: CID, segments: list[str], terminal: CID, *, head: bool) -> None:
+    def _serve_listing(self, root: CID, segments: list[str], roots: list[CID], *, head: bool) -> None:
+        terminal = roots[-1]
         entries = ls(self.server.source, terminal, resolve_types=False)
         here = _ipfs_path(root, segments)
         rows = []
@@ -583,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
             + "\n</table></body></html>\n"
         ).encode()
         self.send_response(200)
-        self._common_headers("text/html; charset=utf-8", f'"DirIndex-{terminal}"', here, root, segments)
+        self._common_headers("text/html; charset=utf-8", f'"DirIndex-{terminal}"', here, roots)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head:
@@ -594,15 +586,6 @@ class _HTTPRangeProblem(_HTTPProblem):
     def __init__(self, size: int) -> None:
         super().__init__(416, f"range not satisfiable (size {size})")
         self.size = size
-
-
-def _path_roots(source: BlockSource, root: CID, segments: list[str]) -> list[CID]:
-    """The CID each path prefix resolves to: ``root``, then one per segment (Kubo's
-    ``X-Ipfs-Roots``). The blocks were just read to resolve the path: local reads."""
-    roots = [root]
-    for segment in segments:
-        roots.append(resolve_segments(source, roots[-1], [segment]))
-    return roots
 
 
 def _check_range(value: str, size: int) -> re.Match[str] | None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from torch_ipfs.cid import CID, DAG_PB, RAW
@@ -63,6 +63,8 @@ __all__ = [
     "overlapping_children",
     "parse_entity_bytes",
     "resolve_entity_bytes",
+    "resolve_prefixes",
+    "resolve_segments",
 ]
 
 #: A HAMT at fanout 256 eats one byte of the 8-byte hash per level.
@@ -376,12 +378,11 @@ def directory_links(
             yield entry, link.cid, link.tsize
 
 
-def lookup(source, cid: CID, node: PBNode, fsdata: UnixFSData, name: str, where: str,
-           fetched: Callable[[CID, bytes], None] | None = None) -> CID:
+def lookup(source, cid: CID, node: PBNode, fsdata: UnixFSData, name: str, where: str) -> CID:
     """The CID of entry ``name`` in the directory ``cid`` (decoded: ``node``/``fsdata``).
 
     A HAMT is searched only along the name's hash path (at most :data:`MAX_HAMT_DEPTH`
-    shard nodes); ``fetched(cid, block)`` sees each shard block read on the way.
+    shard nodes).
     """
     if fsdata.type == DataType.Directory:
         for link in node.links:
@@ -404,33 +405,35 @@ def lookup(source, cid: CID, node: PBNode, fsdata: UnixFSData, name: str, where:
         if next_shard is None:
             raise PathNotFoundError(where, name)
         block = source.get(next_shard)
-        if fetched is not None:
-            fetched(next_shard, block)
         shard = _child_shard(shard_cid, next_shard, block)
         shard_cid = next_shard
     raise UnixFSFormatError(f"{cid}: HAMT deeper than {MAX_HAMT_DEPTH} levels looking up {name!r}")
 
 
-def resolve_segments(
-    source, root: CID, segments: Iterable[str], fetched: Callable[[CID, bytes], None] | None = None
-) -> CID:
-    """The CID at ``root/segments``; ``fetched(cid, block)`` sees every block read, in order."""
+def resolve_segments(source, root: CID, segments: Iterable[str]) -> CID:
+    """The CID at ``root/segments``."""
+    return resolve_prefixes(source, root, segments)[-1]
+
+
+def resolve_prefixes(source, root: CID, segments: Iterable[str]) -> list[CID]:
+    """The CID each prefix of ``root/segments`` resolves to: ``root``, then one per
+    segment (a gateway's ``X-Ipfs-Roots``); the last is the path's terminal."""
     cid = root
+    roots = [root]
     done: list[str] = []
     for segment in segments:
         where = "/ipfs/" + "/".join([str(root), *done])
         block = cid.digest if cid.is_identity else source.get(cid)
-        if fetched is not None:
-            fetched(cid, block)
         try:
             node, fsdata = directory_node(source, cid, block)
         except NotADirectoryError:
             raise NotADirectoryError(
                 f"{where} ({cid}) is not a directory, cannot look up {segment!r}"
             ) from None
-        cid = lookup(source, cid, node, fsdata, segment, where, fetched)
+        cid = lookup(source, cid, node, fsdata, segment, where)
+        roots.append(cid)
         done.append(segment)
-    return cid
+    return roots
 
 
 # -- the blocks of a trustless CAR ----------------------------------------------------------

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from fault_reader import SAMPLES, SAMPLES_PER_SHARD, sample_data
 from faultproxy import FaultProxy
-from gatewayserver import running_gateway
+from gatewayserver import free_port, running_gateway, serve_process
 
 from torch_ipfs.client import Client
 from torch_ipfs.exporter import export
@@ -59,12 +58,6 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_concurrent_misses_on_one_cache_dir_fetch_each_block_once(exported, tmp_path):
     """2 processes x 2 DataLoader workers, one TORCH_IPFS_HOME, the same samples at the
@@ -95,25 +88,6 @@ def test_concurrent_misses_on_one_cache_dir_fetch_each_block_once(exported, tmp_
     assert duplicates == {}, message
 
 
-def _serve(home: Path, port: int) -> subprocess.Popen:
-    """``torch-ipfs serve`` on 127.0.0.1:port, once it accepts connections."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch_ipfs.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(TORCH_IPFS_HOME=str(home), TORCH_IPFS_GATEWAYS=""),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("torch-ipfs serve did not start") from None
-            time.sleep(0.05)
-
-
 def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
@@ -132,14 +106,14 @@ def test_ddp_ranks_ride_out_a_gateway_stopped_for_10_s_mid_epoch(exported, tmp_p
     mid-epoch and restarted on the same port 10 s later: the epoch completes, every
     sample exactly once across the ranks, equal counts, every byte right."""
     server_home, root = exported
-    port = _free_port()
+    port = free_port()
     out_dir, sync = tmp_path / "out", tmp_path / "sync"
     out_dir.mkdir()
     sync.mkdir()
-    gateway = _serve(server_home, port)
+    gateway = serve_process(server_home, port, env=_env(TORCH_IPFS_GATEWAYS=""))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         str(READER), "ddp", root, str(out_dir), str(sync),
     ]  # fmt: skip
     env = _env(TORCH_IPFS_GATEWAYS=f"http://127.0.0.1:{port}", FAULT_HOME_BASE=str(tmp_path / "homes"))
@@ -151,7 +125,7 @@ def test_ddp_ranks_ride_out_a_gateway_stopped_for_10_s_mid_epoch(exported, tmp_p
         stopped_at = time.monotonic()
         (sync / "stopped").touch()
         time.sleep(10)
-        gateway = _serve(server_home, port)
+        gateway = serve_process(server_home, port, env=_env(TORCH_IPFS_GATEWAYS=""))
         out, err = run.communicate(timeout=240)
         finished_after = time.monotonic() - stopped_at
     finally:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 import venv
 from pathlib import Path
 
 import pytest
+from gatewayserver import free_port, serve_process
 
 from torch_ipfs.sources.local import LocalStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_path
@@ -47,30 +45,6 @@ def _venv_python() -> Path:
     return python
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TORCH_IPFS_HOME": str(home), "TORCH_IPFS_API": "", "TORCH_IPFS_GATEWAYS": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch_ipfs.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("torch-ipfs serve did not start") from None
-            time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_ipfsspec_reads_info_ls_find_cat_and_ranges_through_serve(tmp_path):
     python = _venv_python()
@@ -83,8 +57,8 @@ def test_ipfsspec_reads_info_ls_find_cat_and_ranges_through_serve(tmp_path):
     entries = list(import_path(tree, store, ImportOptions(cid_version=1, chunker="size-4096")))
     root = str(entries[-1].cid)
     cids = {e.name.removeprefix("tree/"): str(e.cid) for e in entries}
-    port = _free_port()
-    server = _serve(home, port)
+    port = free_port()
+    server = serve_process(home, port)
     try:
         proc = subprocess.run(
             [str(python), str(HERE / "client.py"), root],
@@ -162,8 +136,8 @@ def test_helia_clients_read_through_serve(tmp_path):
     entries = list(import_path(tree, LocalStore(home), ImportOptions(cid_version=1, chunker="size-4096")))
     cids = {e.name.removeprefix("tree/"): str(e.cid) for e in entries}
     root = str(entries[-1].cid)
-    port = _free_port()
-    server = _serve(home, port)
+    port = free_port()
+    server = serve_process(home, port)
     try:
         proc = subprocess.run([node, str(JS_DIR / "helia_client.mjs"), f"http://127.0.0.1:{port}", root],
                               capture_output=True, text=True, timeout=120)

@@ -10,9 +10,11 @@ to Kubo.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -290,6 +292,9 @@ def test_user_errors_are_one_line_exit_1(tmp_path, home):
         (["cat", HELLO_V0, "--offset", "-1"], "Error: argument -o/--offset: must not be negative, got -1"),
         (["add", "--raw-leaves=maybe", "x"], "Error: argument --raw-leaves: expected true or false"),
         (["frobnicate"], "Error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (["--retry-budget", "-1", "cat", HELLO_V0], "Error: argument --retry-budget: must be a finite"),
+        (["serve", "--max-connections", "0"], "Error: argument --max-connections: must be at least 1"),
+        (["serve", "--idle-timeout", "0"], "Error: argument --idle-timeout: must be more than 0 seconds"),
     ],
 )
 def test_usage_errors_exit_1_with_usage(home, args, message):
@@ -388,3 +393,92 @@ def test_cat_through_gateway_serving_bad_bytes_fails_cleanly(serve_store, home, 
     for cid in (one_block, tree):
         proc = cli("cat", cid, home=home, env={"TORCH_IPFS_GATEWAYS": url})
         assert_user_error(proc, str(cid), "failed verification", failover_warnings=True)
+
+
+# -- retry budget and serve limits --------------------------------------------------------
+
+
+def test_commands_give_up_on_a_dead_source_after_the_cli_retry_budget(monkeypatch, tmp_path):
+    """A command waits 10 s for a source that is down (datasets: 60 s), unless
+    ``--retry-budget`` or ``TORCH_IPFS_RETRY_BUDGET`` says otherwise."""
+    from torch_ipfs import cli as cli_module
+
+    monkeypatch.setenv("TORCH_IPFS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_IPFS_GATEWAYS", "http://127.0.0.1:9")
+    monkeypatch.delenv("TORCH_IPFS_RETRY_BUDGET", raising=False)
+    parse = cli_module.build_parser().parse_args
+
+    def budget(*argv: str) -> float:
+        with cli_module._client(parse([*argv, "cat", MISSING])) as client:
+            return client.retry_budget
+
+    assert cli_module.CLI_RETRY_BUDGET == 10.0
+    assert budget() == 10.0
+    assert budget("--retry-budget", "2.5") == 2.5
+    monkeypatch.setenv("TORCH_IPFS_RETRY_BUDGET", "30")
+    assert budget() == 30.0
+    assert budget("--retry-budget", "0") == 0.0
+
+
+def test_cat_from_a_dead_gateway_fails_once_the_retry_budget_is_spent(home):
+    from gatewayserver import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    proc = cli("--retry-budget", "1", "cat", MISSING, home=home,
+               env={"TORCH_IPFS_GATEWAYS": dead, "TORCH_IPFS_RETRY_BUDGET": "600"})  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and proc.stdout == b"", err
+    lines = err.splitlines()
+    assert "retrying each block for up to 1 s" in lines[0], err  # said once, not per attempt
+    assert lines[-1].startswith(f"Error: block {MISSING} unavailable: {dead}: ConnectError"), err
+    waited = float(lines[-1].rsplit("retried for ", 1)[1].split()[0])
+    assert 0.5 <= waited <= 1.0, err
+
+
+def _served(port: int, request: bytes) -> tuple[socket.socket, bytes]:
+    """A connection the server serves (not answered 503), and the start of its answer to
+    ``request`` (``b""`` for none: then it waits for its request line). A closed
+    connection frees its slot a moment after the client sees it close, hence the retry."""
+    while True:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=0.2 if not request else 8)
+        sock.sendall(request)
+        try:
+            head = sock.recv(1000)
+        except TimeoutError:
+            return sock, b""  # no answer: it waits for the request line
+        if not head.startswith(b"HTTP/1.1 503"):
+            return sock, head
+        sock.close()
+        time.sleep(0.05)
+
+
+def test_serve_limits_from_the_command_line(home):
+    """``serve --max-connections 1 --header-timeout 1 --idle-timeout 1.5``: a second
+    connection is answered 503 at once, a silent one is dropped after 1 s, a kept-alive
+    one after 1.5 s idle (the defaults: 64, 10 s, 30 s)."""
+    from gatewayserver import free_port, serve_process
+
+    port = free_port()
+    server = serve_process(home, port, "--max-connections", "1", "--header-timeout", "1",
+                           "--idle-timeout", "1.5")  # fmt: skip
+    try:
+        silent, _ = _served(port, b"")
+        accepted = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+            answer = second.recv(1000)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer
+        silent.settimeout(8)
+        assert silent.recv(100) == b""  # dropped, no request ever came
+        assert time.monotonic() - accepted < 6  # its header timeout, not the default 10 s
+        silent.close()
+        kept, head = _served(port, b"GET /ipfs/bafkqaaa?format=raw HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        with kept:
+            while b"\r\n\r\n" not in head:
+                head += kept.recv(1000)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            idle = time.monotonic()
+            assert kept.recv(100) == b""
+            assert 1.0 <= time.monotonic() - idle < 8  # its idle timeout, not the default 30 s
+    finally:
+        server.kill()
+        server.wait()

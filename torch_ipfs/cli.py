@@ -55,10 +55,47 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"Error: {message}\n")
 
 
-def _client():
+#: Seconds a command keeps retrying a source that is down before it fails. Someone at a
+#: terminal wants an answer soon; a training job rides out restarts with the library's
+#: 60 s (TORCH_IPFS_RETRY_BUDGET). ``--retry-budget`` or the variable overrides this.
+CLI_RETRY_BUDGET = 10.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _client(args: argparse.Namespace):
+    """The client a command reads through: the environment's settings, with the CLI's
+    short retry budget unless ``--retry-budget`` or ``TORCH_IPFS_RETRY_BUDGET`` says
+    otherwise."""
+    from torch_ipfs import config
     from torch_ipfs.client import Client
 
-    return Client()
+    budget = args.retry_budget
+    if budget is None and not os.environ.get(config.ENV_RETRY_BUDGET, "").strip():
+        budget = CLI_RETRY_BUDGET
+    return Client(retry_budget=budget)
 
 
 # -- progress --------------------------------------------------------------------------
@@ -194,7 +231,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             raise IPFSError(f"{target} is a directory, use the '-r' flag to add directories")
     if args.wrap_with_directory and len(args.paths) > 1:
         raise IPFSError("-w with several paths is not supported; put them in one folder and add that")
-    client = _client()
+    client = _client(args)
     last = None
     bar = _bar(not (args.quiet or args.quieter or args.only_hash), lambda: _file_bytes(args.paths), "add")
     if bar is not None:
@@ -220,7 +257,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(args)
     f = client.file(args.address)
     end = f.size if args.length is None else min(f.size, args.offset + args.length)
     out = sys.stdout.buffer
@@ -232,7 +269,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(args)
     rows = []
     for entry in client.ls(args.address):
         if entry.type == "dir":
@@ -247,7 +284,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(args)
     target = Path(args.output or parse_name(args.address))
     bar = _reading_with_bar(client, args.address, not args.quiet, "get")
     try:
@@ -266,7 +303,7 @@ def parse_name(address: str) -> str:
 
 
 def cmd_dag_export(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(args)
     bar = _reading_with_bar(client, args.address, not args.quiet, "dag export")
     try:
         client.export_car(args.address, args.output if args.output else sys.stdout.buffer)
@@ -276,7 +313,7 @@ def cmd_dag_export(args: argparse.Namespace) -> int:
 
 
 def cmd_dag_import(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(args)
     for car in args.files:
         bar = _bar(not args.quiet, functools.partial(os.path.getsize, car), "dag import")
         try:
@@ -290,13 +327,13 @@ def cmd_dag_import(args: argparse.Namespace) -> int:
 
 
 def cmd_block_get(args: argparse.Namespace) -> int:
-    sys.stdout.buffer.write(_client().block_get(args.cid))
+    sys.stdout.buffer.write(_client(args).block_get(args.cid))
     sys.stdout.buffer.flush()
     return 0
 
 
 def _pin_each(args: argparse.Namespace, pin: bool) -> int:
-    client = _client()
+    client = _client(args)
     for address in args.addresses:
         cid = client.resolve(address)
         if pin:
@@ -313,7 +350,7 @@ def cmd_pin_add(args: argparse.Namespace) -> int:
 
 
 def cmd_pin_ls(args: argparse.Namespace) -> int:
-    for cid in _client().store.pins():
+    for cid in _client(args).store.pins():
         print(f"{cid} recursive")
     return 0
 
@@ -323,7 +360,7 @@ def cmd_pin_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_repo_gc(args: argparse.Namespace) -> int:
-    result = _client().store.gc()
+    result = _client(args).store.gc()
     print(f"removed {result.removed_blocks} blocks ({result.freed_bytes} bytes)")
     return 0
 
@@ -337,11 +374,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from torch_ipfs.serve import serve_forever
+    from torch_ipfs import serve
 
-    client = _client()
+    client = _client(args)
     print(f"serving {client.store.root} on http://{args.host}:{args.port}/ipfs/ (read-only)", flush=True)
-    serve_forever(client.store, host=args.host, port=args.port)
+    serve.serve_forever(  # unset flags are None (their values are never 0)
+        client.store, host=args.host, port=args.port,
+        max_connections=args.max_connections or serve.DEFAULT_MAX_CONNECTIONS,
+        header_timeout=args.header_timeout or serve.DEFAULT_HEADER_TIMEOUT,
+        idle_timeout=args.idle_timeout or serve.DEFAULT_IDLE_TIMEOUT,
+    )
     return 0
 
 
@@ -378,7 +420,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         parent=args.parent,
         destination=destination,
         progress=not args.quiet and sys.stderr.isatty(),
-        client=None if args.kubo or args.car else _client(),
+        client=None if args.kubo or args.car else _client(args),
     )
     print(cid if args.quiet else f"exported {len(dataset)} samples to {cid}")
     return 0
@@ -399,14 +441,14 @@ def _selection(text: str) -> range | int:
 def cmd_concat(args: argparse.Namespace) -> int:
     from torch_ipfs.compose import concat
 
-    print(concat(args.roots, name=args.name, description=args.description, client=_client()))
+    print(concat(args.roots, name=args.name, description=args.description, client=_client(args)))
     return 0
 
 
 def cmd_subset(args: argparse.Namespace) -> int:
     from torch_ipfs.compose import subset
 
-    print(subset(args.root, args.select, name=args.name, description=args.description, client=_client()))
+    print(subset(args.root, args.select, name=args.name, description=args.description, client=_client(args)))
     return 0
 
 
@@ -414,7 +456,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
     from torch_ipfs.compose import mix
 
     cid = mix(args.roots, args.weights, epoch_samples=args.epoch_samples, name=args.name,
-              description=args.description, client=_client())  # fmt: skip
+              description=args.description, client=_client(args))  # fmt: skip
     print(cid)
     return 0
 
@@ -450,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the embedded store needs no daemon.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is fetched from where")
+    parser.add_argument(
+        "--retry-budget", type=_seconds, default=None, metavar="SECONDS",
+        help="seconds a block read keeps retrying a source that is down (default "
+        f"$TORCH_IPFS_RETRY_BUDGET or {CLI_RETRY_BUDGET:g}; 0 = one attempt)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("add", help="import files or directories (same CIDs as `ipfs add`)")
@@ -527,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the embedded store as a trustless HTTP gateway")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    # Defaults named, not imported: the parser must not import the server (start-up time).
+    p.add_argument("--max-connections", type=_positive, metavar="N",
+                   help="connections served at once; more are answered 503 (default 64)")
+    p.add_argument("--header-timeout", type=_positive_seconds, metavar="SECONDS",
+                   help="seconds a client has to send a request's line and headers (default 10)")
+    p.add_argument("--idle-timeout", type=_positive_seconds, metavar="SECONDS",
+                   help="close a connection after this many seconds without a byte (default 30)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="pack a dataset into reproducible tar shards; print the root CID")

@@ -7,7 +7,8 @@ keeps DistributedSampler's guarantees but orders samples by shard:
 
 1. the shards are permuted (seeded by ``(seed, epoch)``, the same on every rank) and the
    sequence is cut into ``world`` contiguous runs of equal sample count
-   (:func:`torch_ipfs.sharding.plan_epoch`, the splitter the iterable datasets use);
+   (:func:`torch_ipfs.sharding.plan_epoch`, the splitter the iterable datasets use; each
+   rank computes only its own run, :func:`~torch_ipfs.sharding.plan_rank`);
 2. rank ``r`` takes run ``r`` and shuffles its samples within consecutive windows of
    ``window`` samples.
 
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from torch_ipfs.sharding import check_int, distributed_context, epoch_seed, plan_epoch, rank_sample_count
+from torch_ipfs.sharding import check_int, distributed_context, epoch_seed, plan_rank, rank_sample_count
 
 __all__ = ["ShardAwareSampler", "shard_sizes_of"]
 
@@ -111,10 +112,10 @@ class ShardAwareSampler(Sampler[int]):
 
     def indices(self) -> list[int]:
         """This rank's indices for the current epoch, in the order they are yielded."""
-        spans = plan_epoch(
-            self.shard_sizes, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
+        spans = plan_rank(  # this rank's run only: the others' are not planned here
+            self.shard_sizes, self.rank, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
             drop_last=self.drop_last, world_size=self.num_replicas,
-        )[self.rank]
+        )
         if not spans:
             return []
         order = torch.cat([

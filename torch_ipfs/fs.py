@@ -39,7 +39,7 @@ DEFAULT_BLOCK_SIZE = 1024 * 1024
 def _describe(cid: CID, block: bytes) -> tuple[str, int, str]:
     """(fsspec type, size, UnixFS type) of a verified block: ``file`` with the file's
     length, ``directory`` with size 0, ``other`` for symlinks and non-UnixFS nodes."""
-    from torch_ipfs.unixfs.walk import decode_file_node, node_kind
+    from torch_ipfs.unixfs.walk import decode_file_node, is_directory_kind, is_file_kind, node_kind
 
     if cid.codec == RAW:
         return "file", len(block), "raw"
@@ -48,9 +48,9 @@ def _describe(cid: CID, block: bytes) -> tuple[str, int, str]:
     kind = node_kind(cid, block)
     if kind is None:
         raise UnixFSFormatError(f"{cid}: dag-pb node without UnixFS Data")
-    if kind in (DataType.File, DataType.Raw):
+    if is_file_kind(kind):
         return "file", decode_file_node(cid, block).size, "file"
-    if kind in (DataType.Directory, DataType.HAMTShard):
+    if is_directory_kind(kind):
         return "directory", 0, "directory" if kind == DataType.Directory else "hamt-sharded-directory"
     return "other", 0, kind.name.lower()
 

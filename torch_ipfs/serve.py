@@ -37,7 +37,6 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from torch_ipfs.car import encode_header
 from torch_ipfs.cid import CID
-from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import (
     BlockNotFoundError,
     FormatError,
@@ -49,7 +48,14 @@ from torch_ipfs.errors import (
 )
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.unixfs.reader import UnixFSFile, ls
-from torch_ipfs.unixfs.walk import CarWalk, node_kind, parse_entity_bytes, resolve_prefixes
+from torch_ipfs.unixfs.walk import (
+    CarWalk,
+    is_directory_kind,
+    is_file_kind,
+    node_kind,
+    parse_entity_bytes,
+    resolve_prefixes,
+)
 from torch_ipfs.varint import encode_varint
 
 __all__ = ["GatewayServer", "car_blocks", "make_server", "serve_forever"]
@@ -534,10 +540,10 @@ class _Handler(BaseHTTPRequestHandler):
         terminal = roots[-1]
         block = terminal.digest if terminal.is_identity else source.get(terminal)
         kind = node_kind(terminal, block)
-        if kind in (DataType.Directory, DataType.HAMTShard):
+        if is_directory_kind(kind):
             self._serve_listing(root, segments, roots, head=head)
             return
-        if kind not in (DataType.File, DataType.Raw):
+        if not is_file_kind(kind):
             raise _HTTPProblem(501, f"{terminal} is not a file or directory; fetch it with ?format=raw")
         file = UnixFSFile(source, terminal)
         size = file.size

@@ -1,9 +1,7 @@
 """The resolution order: first verified answer wins; failures name every source tried."""
 
-import socket
-
 import pytest
-from gatewayserver import running_gateway
+from gatewayserver import free_port, running_gateway
 
 from torch_ipfs.cid import CID
 from torch_ipfs.client import Client
@@ -128,9 +126,7 @@ def test_only_bad_bytes_available_is_an_integrity_error():
 
 
 def test_unreachable_gateway_through_the_client_says_so_once(tmp_path):
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     cid = CID.compute(b"not here")
     with Client(home=tmp_path, api="", gateways=[url], retry_budget=0) as client, pytest.raises(
         SourceUnavailableError

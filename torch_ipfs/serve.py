@@ -248,11 +248,7 @@ class _DeadlineSocketIO(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         if self._budget is not None:
-            self.sock.settimeout(self.idle)
-            try:
-                n = self.sock.recv_into(buffer)
-            finally:
-                self.sock.settimeout(self.idle)
+            n = self.sock.recv_into(buffer)  # the socket's timeout is always the idle one here
             self.deadline, self._budget = time.monotonic() + self._budget, None
             return n
         timeout = self.idle

@@ -292,7 +292,7 @@ def test_user_errors_are_one_line_exit_1(tmp_path, home):
         (["cat", HELLO_V0, "--offset", "-1"], "Error: argument -o/--offset: must not be negative, got -1"),
         (["add", "--raw-leaves=maybe", "x"], "Error: argument --raw-leaves: expected true or false"),
         (["frobnicate"], "Error: argument COMMAND: invalid choice: 'frobnicate'"),
-        (["--retry-budget", "-1", "cat", HELLO_V0], "Error: argument --retry-budget: must be a finite"),
+        (["--retry-budget", "-1", "cat", HELLO_V0], "Error: argument --retry-budget: seconds must be"),
         (["serve", "--max-connections", "0"], "Error: argument --max-connections: must be at least 1"),
         (["serve", "--idle-timeout", "0"], "Error: argument --idle-timeout: must be more than 0 seconds"),
     ],

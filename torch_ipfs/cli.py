@@ -62,13 +62,12 @@ CLI_RETRY_BUDGET = 10.0
 
 
 def _seconds(text: str) -> float:
+    from torch_ipfs import config
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+        return config.seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_seconds(text: str) -> float:

@@ -93,11 +93,19 @@ def parse_seconds(name: str, text: str, default: float) -> float:
     if not text:
         return default
     try:
+        return seconds(text)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (``"2.5"``); :class:`ValueError` saying why not."""
+    try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{name}: invalid number of seconds {text!r}") from None
+        raise ValueError(f"invalid number of seconds {text!r}") from None
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name}: seconds must be a finite number >= 0, got {text!r}")
+        raise ValueError(f"seconds must be a finite number >= 0, got {text!r}")
     return value
 
 

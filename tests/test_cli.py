@@ -432,7 +432,7 @@ def test_cat_from_a_dead_gateway_fails_once_the_retry_budget_is_spent(home):
     assert "retrying each block for up to 1 s" in lines[0], err  # said once, not per attempt
     assert lines[-1].startswith(f"Error: block {MISSING} unavailable: {dead}: ConnectError"), err
     waited = float(lines[-1].rsplit("retried for ", 1)[1].split()[0])
-    assert 0.5 <= waited <= 1.0, err
+    assert 0.5 <= waited < 2, err  # the budget and the last refused attempt
 
 
 def _served(port: int, request: bytes) -> tuple[socket.socket, bytes]:

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from torch_ipfs.car import encode_header
@@ -187,38 +188,19 @@ class GatewayServer(ThreadingHTTPServer):
 
 
 def make_server(
-    store: BlockSource,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    delay: float = 0.0,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> GatewayServer:
-    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving;
-    the limits are :class:`GatewayServer`'s."""
-    return GatewayServer(
-        (host, port), store, delay=delay, max_connections=max_connections,
-        header_timeout=header_timeout, idle_timeout=idle_timeout,
-    )
+    """A gateway server bound to ``host:port`` (port 0 picks a free one), not yet serving.
+    ``limits``: ``max_connections``, ``header_timeout``, ``idle_timeout`` (see
+    :class:`GatewayServer`)."""
+    return GatewayServer((host, port), store, delay=delay, **limits)
 
 
 def serve_forever(
-    store: BlockSource,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    delay: float = 0.0,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    store: BlockSource, host: str = "127.0.0.1", port: int = 8080, *, delay: float = 0.0, **limits: Any
 ) -> None:
-    """Serve ``store`` until interrupted (Ctrl-C); the limits are :class:`GatewayServer`'s."""
-    server = make_server(
-        store, host, port, delay=delay, max_connections=max_connections,
-        header_timeout=header_timeout, idle_timeout=idle_timeout,
-    )
+    """Serve ``store`` until interrupted (Ctrl-C)."""
+    server = make_server(store, host, port, delay=delay, **limits)
     log.info("serving %s on %s/ipfs/", store, server.url)
     try:
         server.serve_forever()

@@ -155,6 +155,8 @@ def test_a_server_side_failure_is_a_5xx_logged_at_warning(store, caplog):
             r = httpx.get(f"{server.url}/ipfs/{bad}", timeout=5)
         assert r.status_code == 500 and "blocksize 0" in r.text
         assert any(rec.levelno == logging.WARNING and "500" in rec.getMessage() for rec in caplog.records)
+        (record,) = caplog.records  # once, not once per layer that saw it
+        assert record.getMessage() == f"GET /ipfs/{bad} -> 500: {r.text.strip()}"
     finally:
         stop(server)
 

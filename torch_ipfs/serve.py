@@ -362,8 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._plain(400, f"{e}\n")
         except (NotADirectoryError, NotAFileError) as e:
             self._plain(400, f"{e}\n")
-        except IPFSError as e:
-            log.warning("error serving %s: %s", self.path, e)
+        except IPFSError as e:  # _plain logs it (every 5xx, once)
             self._plain(502 if not isinstance(e, FormatError) else 500, f"{e}\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True

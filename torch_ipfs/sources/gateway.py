@@ -53,7 +53,7 @@ from torch_ipfs.errors import (
     SourceUnavailableError,
 )
 from torch_ipfs.sources.base import MAX_BLOCK_SIZE, BlockSource, fetch_in_order
-from torch_ipfs.sources.retry import OutageLog, backoff_delay
+from torch_ipfs.sources.retry import OutageLog, Refused, backoff_delay
 
 __all__ = ["ACCEPT_CAR", "ACCEPT_RAW", "GatewayHealth", "GatewaySource", "parse_retry_after"]
 
@@ -114,14 +114,8 @@ class _RetryLater(SourceUnavailableError):
         super().__init__(message, source=source, cid=cid)
 
 
-class _Refused(SourceUnavailableError):
-    """An answer that will not change by asking again: a redirect (never followed: it
-    could lead to a host nobody configured), a 4xx other than 404/410/429, or a server
-    that is not a trustless gateway."""
-
-
 #: Answers that are final for one gateway for this request: asking it again will not help.
-_DEFINITIVE = (BlockNotFoundError, IntegrityError, BlockTooLargeError, CARFormatError, _Refused)
+_DEFINITIVE = (BlockNotFoundError, IntegrityError, BlockTooLargeError, CARFormatError, Refused)
 
 
 class GatewaySource(BlockSource):
@@ -405,7 +399,7 @@ class GatewaySource(BlockSource):
             raise BlockNotFoundError(cid, [url])
         if 300 <= status < 400:
             where = resp.headers.get("location", "")
-            raise _Refused(
+            raise Refused(
                 f"answered {status} (redirect{' to ' + where[:100] if where else ''}, not followed: "
                 "configure the gateway's final URL)",
                 source=url, cid=cid,
@@ -421,7 +415,7 @@ class GatewaySource(BlockSource):
         if status == 504:
             raise SourceTimeoutError("answered 504 (gateway timeout)", source=url, cid=cid)
         if 400 <= status < 500:
-            raise _Refused(f"answered HTTP {status} {resp.reason_phrase}".rstrip(), source=url, cid=cid)
+            raise Refused(f"answered HTTP {status} {resp.reason_phrase}".rstrip(), source=url, cid=cid)
         answer = f"answered HTTP {status} {resp.reason_phrase}".rstrip()
         raise SourceUnavailableError(answer, source=url, cid=cid)
 
@@ -629,7 +623,7 @@ class GatewaySource(BlockSource):
                 self._check_status(resp, gw.url, cid)
                 ctype = resp.headers.get("content-type", "")
                 if _media_type(ctype) != ACCEPT_RAW or resp.content:
-                    raise _Refused(
+                    raise Refused(
                         f"{gw.url} is not a trustless gateway: it answered /ipfs/{PROBE_CID}?format=raw "
                         f"with Content-Type {ctype or '(none)'!r} and {len(resp.content)} bytes "
                         f"(a trustless gateway sends {ACCEPT_RAW} and no bytes)",
@@ -701,7 +695,7 @@ def _check_raw_type(resp: httpx.Response, url: str, cid: CID) -> None:
     directory listing): say so, instead of a "hash does not match" later."""
     ctype = resp.headers.get("content-type")
     if ctype is not None and _media_type(ctype) != ACCEPT_RAW:
-        raise _Refused(
+        raise Refused(
             f"not a trustless gateway: answered ?format=raw with Content-Type {ctype[:80]!r}",
             source=url, cid=cid,
         )

@@ -60,7 +60,7 @@ from torch_ipfs.errors import (
 )
 from torch_ipfs.multiaddr import DEFAULT_API, parse_api_address
 from torch_ipfs.sources.base import BlockSource, fetch_in_order
-from torch_ipfs.sources.retry import OutageLog, backoff_delay
+from torch_ipfs.sources.retry import OutageLog, Refused, backoff_delay
 from torch_ipfs.sources.trailers import ResponseTrailers, TrailerAwareTransport
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class KuboSource(BlockSource):
                 data = super().get(cid)
             except SourceUnavailableError as e:
                 remaining = started + self.retry_budget - time.monotonic()
-                if isinstance(e, _Refused) or self._closed or remaining <= 0:
+                if isinstance(e, Refused) or self._closed or remaining <= 0:
                     if round_no:
                         raise SourceUnavailableError(
                             f"{e}; retried for {time.monotonic() - started:.1f} s", source=self.url, cid=cid
@@ -535,7 +535,7 @@ class KuboSource(BlockSource):
     def _status_error(self, command: str, resp: httpx.Response, cid: object) -> Exception:
         status = resp.status_code
         if status in (401, 403):
-            return _Refused(
+            return Refused(
                 f"Kubo RPC at {self.url} refused {command} ({status}): the node requires "
                 "authorization (API.Authorizations); pass auth='bearer:TOKEN' or "
                 "auth=('user', 'password'), or check the credentials",
@@ -575,10 +575,6 @@ class KuboSource(BlockSource):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Refused(SourceUnavailableError):
-    """A refusal that asking again will not change (401/403): not retried."""
 
 
 def _cause(error: Exception) -> str:

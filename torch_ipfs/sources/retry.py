@@ -4,7 +4,8 @@ A training job must ride out a gateway or node restart: a block read that fails 
 reason that may pass (a refused connection, a 5xx, a 429) is retried with exponential
 back-off and jitter until its *retry budget* (seconds) is spent. :class:`OutageLog`
 makes the log say "waiting" once per outage and "back" once when it ends, however many
-blocks and threads are waiting meanwhile.
+blocks and threads are waiting meanwhile. :class:`Refused` marks the answers no retry
+can change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import random
 import threading
 import time
 
-__all__ = ["OutageLog", "backoff_delay"]
+from torch_ipfs.errors import SourceUnavailableError
+
+__all__ = ["OutageLog", "Refused", "backoff_delay"]
+
+
+class Refused(SourceUnavailableError):
+    """An answer that asking again will not change, so it is never retried: a redirect
+    (never followed: it could lead to a host nobody configured), a 4xx other than
+    404/410/429 (401/403 from Kubo included), a server that is not a trustless gateway."""
 
 
 def backoff_delay(round_no: int, base: float, cap: float, rng: random.Random) -> float:

@@ -47,6 +47,7 @@ from typing import Any
 
 from torch_ipfs.cid import CID
 from torch_ipfs.errors import BlockNotFoundError, IntegrityError, ManifestError
+from torch_ipfs.formats.manifest import finite_json
 
 __all__ = ["ModelRegistry", "ModelVersion"]
 
@@ -248,7 +249,7 @@ class ModelRegistry:
         and return the version manifest's CID, the handle :meth:`load_model` takes.
         ``metadata["dataset_cid"]`` becomes the version's dataset; NaN values are stored
         as ``null`` (JSON has no NaN)."""
-        meta = _json_safe(dict(metadata or {}))
+        meta = finite_json(dict(metadata or {}))
         if model_type is not None:
             meta.setdefault("model_type", model_type)
         dataset = meta.get("dataset_cid")
@@ -402,18 +403,6 @@ def _save_safetensors(tensors: dict[str, Any], kind: str) -> bytes:
     from safetensors.torch import save as save_torch
 
     return save_torch(tensors)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf floats as ``None`` and tuples as lists (the caller's own
-    metadata, e.g. a metrics summary, not network input)."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _dtype_name(t: Any) -> str:

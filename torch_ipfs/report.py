@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from torch_ipfs.formats.manifest import finite_json
 from torch_ipfs.metrics import MetricsCollector, percentile
 
 __all__ = [
@@ -558,16 +559,7 @@ def render(
 
 
 def _json(value: Any) -> str:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-            return None
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(value), indent=1, default=str)
+    return json.dumps(finite_json(value), indent=1, default=str)
 
 
 def _html_table(rows: list[dict[str, Any]]) -> str:

@@ -81,7 +81,7 @@ class _Epoch:
             size = self.loader.batch_size
             for result in self._read_all():
                 if isinstance(result, Failed):
-                    self.loader._skipped(result)
+                    self.reader.record_skip(result)
                     continue
                 batch.append(result)
                 if len(batch) == size:
@@ -463,19 +463,6 @@ class IPFSDataLoader:
         )
 
     # -- metrics ---------------------------------------------------------------------------
-
-    def _skipped(self, failed: Failed) -> None:
-        e = failed.error
-        self.metrics.increment("loader.skipped")
-        self.metrics.increment(f"loader.skipped[{type(e).__name__}]")
-        log.warning(
-            "skipping sample %d of %s: %s: %s (%d skipped so far)",
-            failed.index,
-            self.dataset_cid or "the dataset",
-            type(e).__name__,
-            e,
-            self.metrics.counter("loader.skipped"),
-        )
 
     def _cache_counts(self) -> tuple[int, int] | None:
         caches = _find_caches(self._handle.get().source) if self.layout is not None else []

@@ -3,7 +3,6 @@ labels)`` tensors and a ``DataLoader`` whose sampler keeps the loader's seeded e
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,6 @@ if TYPE_CHECKING:
     from torch_ipfs.loader.batching import IPFSDataLoader
 
 __all__ = ["EpochSampler", "SampleDataset", "collate_pairs", "pytorch_dataset", "pytorch_loader"]
-
-log = logging.getLogger("torch_ipfs.loader")
 
 
 def pytorch_dataset(
@@ -96,10 +93,7 @@ class SampleDataset:
             raise IndexError(f"index {index} out of range for {n} samples")
         sample = self.reader.read(index % n)
         if isinstance(sample, Failed):
-            log.warning("skipping sample %d: %s: %s", index, type(sample.error).__name__, sample.error)
-            if self.reader.metrics is not None:
-                self.reader.metrics.increment("loader.skipped")
-                self.reader.metrics.increment(f"loader.skipped[{type(sample.error).__name__}]")
+            self.reader.record_skip(sample)
             return None
         x = _as_tensor(sample[self.features])
         if not self.labels:

@@ -360,6 +360,7 @@ def test_concat_references_the_shards_and_is_reproducible(tmp_path):
     a2, b2 = _export(other, 25, 10), _export(other, 7, 4, offset=100, manifest_version=1)
     assert torch_ipfs.concat([a2.cid, b2.cid, a2.cid], client=other) == cid
     assert torch_ipfs.concat([b.cid, a.cid, a.cid], client=client) != cid
+    assert torch_ipfs.concat(iter([a.cid, b.cid, a.cid]), client=client) == cid  # read once
     # concatenating a concatenation is the flat concatenation's samples
     nested = torch_ipfs.concat([cid, a.cid], client=client)
     assert _ids(IPFSDataset(nested, client=client)) == _ids(ds) + list(range(25))

@@ -215,15 +215,15 @@ def concat(
     has them.
     """
     with _Composer(client, "concat") as composer:
-        pieces = [composer.source(r).pieces for r in _roots(roots, "concat")]
+        sources = [composer.source(r) for r in _roots(roots, "concat")]
         counts: dict[str, int] | None = {}
-        for root in _roots(roots, "concat"):
-            source = composer.source(root)
-            if counts is None or source.class_counts is None:
+        for source in sources:
+            if source.class_counts is None:
                 counts = None
-                continue
+                break
             for label, n in source.class_counts.items():
                 counts[label] = counts.get(label, 0) + int(n)
+        pieces = [s.pieces for s in sources]
         return composer.write(
             np.concatenate(pieces), name=name, description=description, class_counts=counts or None
         )

@@ -216,17 +216,15 @@ def concat(
     """
     with _Composer(client, "concat") as composer:
         sources = [composer.source(r) for r in _roots(roots, "concat")]
-        counts: dict[str, int] | None = {}
+        counts: dict[str, int] = {}
         for source in sources:
-            if source.class_counts is None:
-                counts = None
-                break
-            for label, n in source.class_counts.items():
+            for label, n in (source.class_counts or {}).items():
                 counts[label] = counts.get(label, 0) + int(n)
-        pieces = [s.pieces for s in sources]
+        known = all(s.class_counts is not None for s in sources)
         return composer.write(
-            np.concatenate(pieces), name=name, description=description, class_counts=counts or None
-        )
+            np.concatenate([s.pieces for s in sources]), name=name, description=description,
+            class_counts=counts if known and counts else None,
+        )  # fmt: skip
 
 
 def _runs(indices_or_ranges: Any, n: int) -> Any:

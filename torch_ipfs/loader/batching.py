@@ -262,6 +262,9 @@ class IPFSDataLoader:
         self.epoch = 0
         self.dataset_cid: str | None = None
         self.dataset_metadata: dict[str, Any] | None = None
+        #: the exception of the last ``load_dataset`` that failed (its result dict names
+        #: it), for callers that want it raised; ``None`` after a load that succeeded
+        self.load_error: Exception | None = None
         self.total_samples = 0
         self.layout: Layout | None = None
         self._reader: SampleReader | None = None
@@ -284,6 +287,7 @@ class IPFSDataLoader:
 
         result = result_dict("load_dataset", dataset_cid=str(dataset_cid))
         self.clear()
+        self.load_error = None
         try:
             with self.metrics.track("loader.load_dataset"):
                 layout = open_layout(dataset_cid, self._handle)
@@ -291,6 +295,7 @@ class IPFSDataLoader:
         except (IPFSError, OSError, ValueError, TypeError) as e:
             log.error("failed to load dataset %s: %s: %s", dataset_cid, type(e).__name__, e)
             result.update(error=str(e), error_type=type(e).__name__)
+            self.load_error = e
             return result
         result.update(success=True, total_samples=self.total_samples, layout=layout.name, batches=len(self))
         return result

@@ -47,7 +47,7 @@ from typing import Any
 
 from torch_ipfs.cid import CID
 from torch_ipfs.errors import BlockNotFoundError, IntegrityError, ManifestError
-from torch_ipfs.formats.manifest import finite_json
+from torch_ipfs.formats.manifest import finite_json, load_json
 
 __all__ = ["ModelRegistry", "ModelVersion"]
 
@@ -275,8 +275,7 @@ class ModelRegistry:
         """
         cid = str(CID.decode(str(model_cid)))
         entry = self._version(cid)
-        data = _verified(lambda: self.client.cat(entry.weights_cid))
-        loaded = self._decode_weights(entry, data, model, strict)
+        loaded = self._load_weights(entry, model, strict)
         meta = dict(entry.metadata)
         meta.update(
             name=entry.name, version=entry.version, framework=entry.framework,
@@ -289,11 +288,7 @@ class ModelRegistry:
         return str(self.client.add(data))
 
     def _read_json(self, cid: str, what: str) -> Any:
-        data = _verified(lambda: self.client.cat(cid))
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ManifestError(f"{what} {cid}: not valid JSON ({e})") from None
+        return load_json(_verified(lambda: self.client.cat(cid)), f"{what} {cid}")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -332,12 +327,10 @@ class ModelRegistry:
         ``model=`` a ``torch.nn.Module``, loads them into it and returns the module.
         A block that does not hash to its CID raises :class:`IntegrityError`.
         """
-        entry = self.get(name, version)
-        data = _verified(lambda: self.client.cat(entry.weights_cid))
-        return self._decode_weights(entry, data, model, strict)
+        return self._load_weights(self.get(name, version), model, strict)
 
-    @staticmethod
-    def _decode_weights(entry: ModelVersion, data: bytes, model: Any, strict: bool) -> Any:
+    def _load_weights(self, entry: ModelVersion, model: Any, strict: bool) -> Any:
+        data = _verified(lambda: self.client.cat(entry.weights_cid))
         tensors: dict[str, Any]
         if entry.framework == "numpy":
             from safetensors.numpy import load as load_numpy

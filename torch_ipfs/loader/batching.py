@@ -391,6 +391,13 @@ class IPFSDataLoader:
             order += inside
         return order
 
+    def _drop_head_start(self) -> None:
+        """Stop the first epoch ``load_dataset`` started ahead, if it is still unread."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.close()
+                self._pending = None
+
     def _start(self, epoch: int) -> _Epoch:
         assert self._reader is not None
         return _Epoch(self, self._reader, epoch, self.epoch_order(epoch))

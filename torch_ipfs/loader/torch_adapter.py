@@ -23,12 +23,9 @@ def pytorch_dataset(
     ``features``/``labels`` name the sample entries (default: :data:`FEATURE_KEYS` /
     :data:`LABEL_KEYS`); ``labels=""`` for features only."""
     reader = loader._require()
-    with loader._lock:
-        # A DataLoader reads by index: the head start load_dataset gave the first
-        # epoch of batches would only be read twice.
-        if loader._pending is not None:
-            loader._pending.close()
-            loader._pending = None
+    # A DataLoader reads by index: the head start load_dataset gave the first epoch of
+    # batches would only be read twice.
+    loader._drop_head_start()
     if features is None and reader._entries is not None:
         # Multimodal entries link their media by CID: the tensors a model takes are
         # the media, so the adapter fetches and decodes them (``sample["image"]``).

@@ -48,6 +48,11 @@ def kubo():
         yield server.api, cids
 
 
+def zip_objects(*cids) -> list[IPFSObject]:
+    """The README's inputs: one zip ``IPFSObject`` per CID."""
+    return [IPFSObject(f"ipfs://{cid}", RemoteFileType.ZIP) for cid in cids]
+
+
 # The README's regular dataset, as written there (only the import changed).
 class IPFSCifar10Dataset(IPFSDataset):
     def __init__(self, ipfs_objs, ipfs_api_address, transform=None):
@@ -96,10 +101,7 @@ TRANSFORM = transforms.Compose(
 
 def test_regular_dataset_subclass_from_the_readme(kubo):
     api, (train, test) = kubo
-    ipfs_objs = [
-        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
-        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
-    ]
+    ipfs_objs = zip_objects(train, test)
     ds = IPFSCifar10Dataset(ipfs_objs, api, transform=TRANSFORM)
     assert len(ds) == 8
     img, name = ds[6]
@@ -112,10 +114,7 @@ def test_regular_dataset_subclass_from_the_readme(kubo):
 
 def test_iterable_dataset_subclass_from_the_readme(kubo):
     api, (train, test) = kubo
-    ipfs_objs = [
-        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
-        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
-    ]
+    ipfs_objs = zip_objects(train, test)
     ds = IPFSCifar10IterableDataset(ipfs_objs, api, transform=TRANSFORM)
     got = [(img.shape, name) for img, name in ds]
     assert got == [((3, 8, 8), n) for n in TRAIN + TEST]
@@ -127,17 +126,14 @@ def test_iterable_dataset_subclass_from_the_readme(kubo):
 
 def test_base_iterable_gives_file_name_and_bytes_per_member(kubo):
     api, (train, _) = kubo
-    it = iter(IPFSIterableDataset([IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP)], api, False))
+    it = iter(IPFSIterableDataset(zip_objects(train), api, False))
     fname, fobj = next(it)  # not the keys of a dict
     assert (fname, fobj) == (TRAIN[0], png_bytes(0, size=8))
 
 
 def test_shuffle_urls_permutes_objects_not_files(kubo):
     api, (train, test) = kubo
-    objs = [
-        IPFSObject(f"ipfs://{train}", RemoteFileType.ZIP),
-        IPFSObject(f"ipfs://{test}", RemoteFileType.ZIP),
-    ]
+    objs = zip_objects(train, test)
     orders = set()
     for epoch in range(6):
         ds = IPFSIterableDataset(objs, api, True)

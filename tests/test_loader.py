@@ -394,6 +394,21 @@ def test_to_pytorch_each_sample_once_per_epoch(client, num_workers):
         assert epochs[0] == loader.epoch_order(0)  # the loader's seeded order
 
 
+def test_to_pytorch_leaves_an_unreadable_sample_out_counted_and_logged(client, caplog):
+    good = [add_json(client, sample(i)) for i in range(6)]
+    missing = str(CID.compute(json.dumps(sample(99)).encode()))
+    root = add_json(client, {"samples": good[:3] + [missing] + good[3:]})
+    with IPFSDataLoader(client, batch_size=4, shuffle=False) as loader:
+        loader.load_dataset(root)
+        dl = loader.to_pytorch()
+        with caplog.at_level(logging.WARNING, logger="torch_ipfs.loader"):
+            got = [f[:, 0].long().tolist() for f, _ in dl]
+        assert got == [[0, 1, 2], [3, 4, 5]]  # the batch holding it is one short
+        assert "skipping sample 3 of" in caplog.text and missing in caplog.text
+        perf = loader.get_performance_metrics()
+        assert perf["skipped_samples"] == 1 and perf["skipped_by_error"] == {"BlockNotFoundError": 1}
+
+
 def test_to_pytorch_stops_the_batch_producer(client):
     """A DataLoader reads by index: no producer thread reads the same samples meanwhile."""
     with IPFSDataLoader(client, batch_size=4, prefetch=2) as loader:

@@ -99,6 +99,8 @@ def test_corrupt_index_files_are_refused_naming_them():
     good = encode_index(["k1", "k2"], [0, 512, 1024])
     cases = {
         "bad magic": b"X" + good[1:],
+        "shard index is 39 bytes, shorter than its header": good[: HEADER_BYTES - 1],
+        "shard index version 2 is not supported": good[:8] + b"\x02" + good[9:],
         "declares 2 samples": good[:HEADER_BYTES + 8],
         "offsets decrease": good[:HEADER_BYTES] + np.array([0, 900, 512], "<u8").tobytes()
         + good[HEADER_BYTES + 24 :],
@@ -146,6 +148,8 @@ def test_corrupt_shard_tables_are_refused_naming_the_entry():
 
     cases = {
         "bad magic": b"Y" + good[1:],
+        "shard table is 31 bytes, shorter than its header": good[:31],
+        "shard table version 7 is not supported": good[:8] + b"\x07" + good[9:],
         "cut off": good[:pieces_at + 30],
         "piece 1 names file 3, the table lists 1": piece(1, 3, 0, 1),
         "piece 1 covers samples 5..\\+8 of file 0, which has 10": piece(1, 0, 5, 8),
@@ -284,6 +288,7 @@ def test_inconsistent_v2_manifests_raise_manifest_error_naming_what(tmp_path):
     table = client.cat(f"{result.cid}/shard-table.bin")
     bad_table = b"Z" + table[1:]
     bad_table_cid = client.add(bad_table)
+
     def table_with(**change):
         return {**good, "shard_table": {**good["shard_table"], **change}}
 
@@ -355,6 +360,7 @@ def test_concat_references_the_shards_and_is_reproducible(tmp_path):
     a2, b2 = _export(other, 25, 10), _export(other, 7, 4, offset=100, manifest_version=1)
     assert torch_ipfs.concat([a2.cid, b2.cid, a2.cid], client=other) == cid
     assert torch_ipfs.concat([b.cid, a.cid, a.cid], client=client) != cid
+    assert torch_ipfs.concat(iter([a.cid, b.cid, a.cid]), client=client) == cid  # read once
     # concatenating a concatenation is the flat concatenation's samples
     nested = torch_ipfs.concat([cid, a.cid], client=client)
     assert _ids(IPFSDataset(nested, client=client)) == _ids(ds) + list(range(25))

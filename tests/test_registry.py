@@ -167,3 +167,16 @@ def test_model_version_rejects_foreign_manifests():
         ModelVersion.from_manifest({"format": "other"}, "x")
     with pytest.raises(ManifestError, match="safetensors"):
         ModelVersion.from_manifest({"format": "torch_ipfs.model/1", "weights_format": "pickle"}, "x")
+
+
+def test_a_hostile_manifest_cid_is_a_manifest_error(client):
+    """load_model(cid) reads a document anyone can publish: nested past the JSON
+    decoder's stack or not JSON at all, it is refused, typed, never a RecursionError."""
+    from torch_ipfs.errors import ManifestError
+
+    registry = ModelRegistry(client)
+    nested = client.add(b"[" * 200_000)
+    with pytest.raises(ManifestError, match=f"model manifest {nested}: JSON nested too deeply"):
+        registry.load_model(nested)
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        registry.load_model(client.add(b"\xff not json"))

@@ -12,6 +12,7 @@ import pytest
 
 from torch_ipfs.cli_report import add_report_arguments, cmd_report
 from torch_ipfs.client import Client
+from torch_ipfs.errors import ManifestError
 from torch_ipfs.loader import IPFSDataLoader
 from torch_ipfs.metrics import InstrumentedSource, MetricsCollector, instrument_client
 from torch_ipfs.report import render, text_summary, time_split
@@ -102,6 +103,9 @@ def test_cmd_report_from_file_and_from_dataset(run_metrics, tmp_path):
     )
     assert code == 0 and re.search(r"samples loaded\s+20\n", text)
     assert (tmp_path / "r2" / "throughput.png").read_bytes()[:8] == PNG_SIGNATURE
+    # a root that is no dataset: the typed error the CLI prints as one line
+    with pytest.raises(ManifestError, match="unknown dataset layout"):
+        cmd_report(parser.parse_args(["--dataset", "bafkqaaa", "-o", str(tmp_path / "r3")]))
 
 
 def _html_headline(page: str) -> dict[str, str]:

@@ -34,7 +34,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def run_dataset(
     address: str, *, epochs: int = 1, batch_size: int = 32, client: Any = None
 ) -> MetricsCollector:
-    """Run ``epochs`` loader epochs over a dataset with every source instrumented."""
+    """Run ``epochs`` loader epochs over a dataset with every source instrumented; a
+    dataset that cannot be opened raises the error that says why."""
     from torch_ipfs.client import Client
     from torch_ipfs.loader import IPFSDataLoader
     from torch_ipfs.metrics import instrument_client
@@ -45,9 +46,9 @@ def run_dataset(
     try:
         instrument_client(client, metrics)
         with IPFSDataLoader(client, batch_size=batch_size, metrics=metrics) as loader:
-            result = loader.load_dataset(address)
-            if not result["success"]:
-                raise RuntimeError(f"cannot load {address}: {result['error_type']}: {result['error']}")
+            if not loader.load_dataset(address)["success"]:
+                assert loader.load_error is not None
+                raise loader.load_error  # typed (IPFSError, OSError, ...): one line from the CLI
             for _ in range(epochs):
                 for _batch in loader:
                     pass

@@ -215,18 +215,16 @@ def concat(
     has them.
     """
     with _Composer(client, "concat") as composer:
-        pieces = [composer.source(r).pieces for r in _roots(roots, "concat")]
-        counts: dict[str, int] | None = {}
-        for root in _roots(roots, "concat"):
-            source = composer.source(root)
-            if counts is None or source.class_counts is None:
-                counts = None
-                continue
-            for label, n in source.class_counts.items():
+        sources = [composer.source(r) for r in _roots(roots, "concat")]
+        counts: dict[str, int] = {}
+        for source in sources:
+            for label, n in (source.class_counts or {}).items():
                 counts[label] = counts.get(label, 0) + int(n)
+        known = all(s.class_counts is not None for s in sources)
         return composer.write(
-            np.concatenate(pieces), name=name, description=description, class_counts=counts or None
-        )
+            np.concatenate([s.pieces for s in sources]), name=name, description=description,
+            class_counts=counts if known and counts else None,
+        )  # fmt: skip
 
 
 def _runs(indices_or_ranges: Any, n: int) -> Any:

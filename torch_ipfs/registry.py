@@ -47,6 +47,7 @@ from typing import Any
 
 from torch_ipfs.cid import CID
 from torch_ipfs.errors import BlockNotFoundError, IntegrityError, ManifestError
+from torch_ipfs.formats.manifest import finite_json, load_json
 
 __all__ = ["ModelRegistry", "ModelVersion"]
 
@@ -248,7 +249,7 @@ class ModelRegistry:
         and return the version manifest's CID, the handle :meth:`load_model` takes.
         ``metadata["dataset_cid"]`` becomes the version's dataset; NaN values are stored
         as ``null`` (JSON has no NaN)."""
-        meta = _json_safe(dict(metadata or {}))
+        meta = finite_json(dict(metadata or {}))
         if model_type is not None:
             meta.setdefault("model_type", model_type)
         dataset = meta.get("dataset_cid")
@@ -274,8 +275,7 @@ class ModelRegistry:
         """
         cid = str(CID.decode(str(model_cid)))
         entry = self._version(cid)
-        data = _verified(lambda: self.client.cat(entry.weights_cid))
-        loaded = self._decode_weights(entry, data, model, strict)
+        loaded = self._load_weights(entry, model, strict)
         meta = dict(entry.metadata)
         meta.update(
             name=entry.name, version=entry.version, framework=entry.framework,
@@ -288,11 +288,7 @@ class ModelRegistry:
         return str(self.client.add(data))
 
     def _read_json(self, cid: str, what: str) -> Any:
-        data = _verified(lambda: self.client.cat(cid))
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ManifestError(f"{what} {cid}: not valid JSON ({e})") from None
+        return load_json(_verified(lambda: self.client.cat(cid)), f"{what} {cid}")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -331,12 +327,10 @@ class ModelRegistry:
         ``model=`` a ``torch.nn.Module``, loads them into it and returns the module.
         A block that does not hash to its CID raises :class:`IntegrityError`.
         """
-        entry = self.get(name, version)
-        data = _verified(lambda: self.client.cat(entry.weights_cid))
-        return self._decode_weights(entry, data, model, strict)
+        return self._load_weights(self.get(name, version), model, strict)
 
-    @staticmethod
-    def _decode_weights(entry: ModelVersion, data: bytes, model: Any, strict: bool) -> Any:
+    def _load_weights(self, entry: ModelVersion, model: Any, strict: bool) -> Any:
+        data = _verified(lambda: self.client.cat(entry.weights_cid))
         tensors: dict[str, Any]
         if entry.framework == "numpy":
             from safetensors.numpy import load as load_numpy
@@ -402,18 +396,6 @@ def _save_safetensors(tensors: dict[str, Any], kind: str) -> bytes:
     from safetensors.torch import save as save_torch
 
     return save_torch(tensors)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf floats as ``None`` and tuples as lists (the caller's own
-    metadata, e.g. a metrics summary, not network input)."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _dtype_name(t: Any) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from torch_ipfs.formats.manifest import finite_json
 from torch_ipfs.metrics import MetricsCollector, percentile
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "time_split",
 ]
 
-PLOTS = ("throughput", "latency", "cache", "time_split")
 Summary = dict[str, Any]
 
 
@@ -531,6 +531,15 @@ def _figure_bytes(plt: Any, fig: Any, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _write_plots(plt: Any, s: Summary, out: Path, fmt: str, drawn: dict[str, Any]) -> list[str]:
+    """Each plot (``_DRAWERS``) as ``out/<name>.<fmt>``; what each drew into ``drawn``."""
+    paths = []
+    for name, draw in _DRAWERS.items():
+        fig, drawn[name] = draw(plt, s)
+        paths.append(str(_write_bytes(out / f"{name}.{fmt}", _figure_bytes(plt, fig, fmt))))
+    return paths
+
+
 # -- the page ------------------------------------------------------------------------------------
 
 
@@ -542,15 +551,12 @@ def render(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = summarize(metrics)
-    _write_text(out / "metrics.json", json.dumps(metrics.get_metrics(), default=str))
+    metrics.save(out / "metrics.json")
     text_path = _write_text(out / "summary.txt", text_summary(s))
     plt = _pyplot()
     drawn: dict[str, Any] = {}
     if plt is not None:
-        for name, draw in _DRAWERS.items():
-            fig, drawn[name] = draw(plt, s)
-            data = _figure_bytes(plt, fig, "png")
-            _write_bytes(out / f"{name}.png", data)
+        _write_plots(plt, s, out, "png", drawn)
     _write_text(out / "report.json", _json({**s, "plotted": drawn}))
     if plt is None:
         return text_path
@@ -558,16 +564,7 @@ def render(
 
 
 def _json(value: Any) -> str:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-            return None
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(value), indent=1, default=str)
+    return json.dumps(finite_json(value), indent=1, default=str)
 
 
 def _html_table(rows: list[dict[str, Any]]) -> str:
@@ -757,16 +754,12 @@ class Visualization:
         for fmt in [f for f in formats if f in ("png", "svg", "pdf")]:
             if plt is None:
                 break
-            for name, draw in _DRAWERS.items():
-                fig, drawn[name] = draw(plt, s)
-                data = _figure_bytes(plt, fig, fmt)
-                written[fmt].append(str(_write_bytes(out / f"{name}.{fmt}", data)))
+            written[fmt] += _write_plots(plt, s, out, fmt, drawn)
         if "html" in formats:
             written["html"].append(str(self.generate_html_report(out / "report.html")))
         if "json" in formats:
             written["json"].append(str(_write_text(out / "report.json", _json({**s, "plotted": drawn}))))
-            events = json.dumps(self.metrics.get_metrics(), default=str)
-            written["json"].append(str(_write_text(out / "metrics.json", events)))
+            written["json"].append(str(self.metrics.save(out / "metrics.json")))
         if "txt" in formats:
             written["txt"].append(str(_write_text(out / "summary.txt", text_summary(s))))
         return written

@@ -22,11 +22,13 @@ is torchrun/DDP) and anything that pickles data from the network.
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from typing import Any
 
 from torch_ipfs.errors import IPFSError
+from torch_ipfs.formats.base import ClientHandle
 from torch_ipfs.loader import IPFSDataLoader, get_data_loader
+from torch_ipfs.loader.reading import result_dict
 from torch_ipfs.metrics import MetricsCollector, _Tracked
 from torch_ipfs.registry import ModelRegistry
 from torch_ipfs.report import Visualization, create_visualization
@@ -68,18 +70,15 @@ class AIMLMetricsCollector(MetricsCollector):
         return self.track(f"{model_id}/model_load", model=model_id, framework=framework)
 
 
-def _ok(operation: str, **fields: Any) -> dict[str, Any]:
-    return {"success": True, "operation": operation, "timestamp": time.time(), **fields}
+_ERRORS = (IPFSError, OSError, ValueError, TypeError)
 
 
-def _failed(operation: str, e: Exception) -> dict[str, Any]:
-    return {
-        "success": False,
-        "operation": operation,
-        "timestamp": time.time(),
-        "error": str(e),
-        "error_type": type(e).__name__,
-    }
+def _result(operation: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """ipfs_kit's result dict of ``operation``: ``call()``'s fields, or the error."""
+    try:
+        return result_dict(operation, success=True, **call())
+    except _ERRORS as e:
+        return result_dict(operation, error=str(e), error_type=type(e).__name__)
 
 
 class KitIPFS:
@@ -91,51 +90,36 @@ class KitIPFS:
     datasets are UnixFS files. ``dag_get(cid)`` parses such a JSON file back.
     """
 
-    _errors = (IPFSError, OSError, ValueError, TypeError)
-
     def __init__(self, client: Any = None) -> None:
-        self._client = client
+        self._handle = ClientHandle(client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from torch_ipfs.client import default_client
-
-            return default_client()
-        return self._client
+        return self._handle.get()
 
     def dag_put(self, obj: Any) -> dict[str, Any]:
-        try:
+        def put() -> dict[str, Any]:
             data = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-            return _ok("dag_put", cid=str(self.client.add(data)))
-        except self._errors as e:
-            return _failed("dag_put", e)
+            return {"cid": str(self.client.add(data))}
+
+        return _result("dag_put", put)
 
     def dag_get(self, cid: Any) -> dict[str, Any]:
-        try:
-            return _ok("dag_get", cid=str(cid), object=json.loads(self.client.cat(cid)))
-        except self._errors as e:
-            return _failed("dag_get", e)
+        return _result("dag_get", lambda: {"cid": str(cid), "object": json.loads(self.client.cat(cid))})
 
     def pin_add(self, cid: Any) -> dict[str, Any]:
-        try:
+        def pin() -> dict[str, Any]:
             resolved = self.client.resolve(cid)
             self.client.store.pin(resolved)
-            return _ok("pin_add", cid=str(resolved), pins=[str(resolved)])
-        except self._errors as e:
-            return _failed("pin_add", e)
+            return {"cid": str(resolved), "pins": [str(resolved)]}
+
+        return _result("pin_add", pin)
 
     def add(self, data: Any) -> dict[str, Any]:
-        try:
-            return _ok("add", cid=str(self.client.add(data)))
-        except self._errors as e:
-            return _failed("add", e)
+        return _result("add", lambda: {"cid": str(self.client.add(data))})
 
     def cat(self, cid: Any) -> dict[str, Any]:
-        try:
-            return _ok("cat", cid=str(cid), data=self.client.cat(cid))
-        except self._errors as e:
-            return _failed("cat", e)
+        return _result("cat", lambda: {"cid": str(cid), "data": self.client.cat(cid)})
 
 
 class Kit:
@@ -160,7 +144,7 @@ class Kit:
         metrics: MetricsCollector | None = None,
         **options: Any,
     ) -> IPFSDataLoader:
-        return IPFSDataLoader(self.client, batch_size, shuffle, prefetch, metrics, **options)
+        return get_data_loader(self.client, batch_size, shuffle, prefetch, metrics, **options)
 
 
 def ipfs_kit(client: Any = None, **options: Any) -> Kit:

@@ -4,6 +4,8 @@ names the manifest (CID or path) and the offending field."""
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from torch_ipfs.cid import CID, IPFSPath, parse_address
@@ -12,6 +14,7 @@ from torch_ipfs.errors import InvalidCIDError, ManifestError
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "encode_json",
+    "finite_json",
     "field",
     "load_json",
     "parse_cid",
@@ -37,6 +40,19 @@ def load_json(data: bytes, where: str) -> Any:
 def encode_json(value: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no spaces, UTF-8 (the same value, the same CID)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` as JSON can hold it: NaN and infinite floats as ``None``, tuples as
+    lists, keys as strings. For our own values (metadata, metrics summaries): it recurses,
+    so never give it a structure read from the network."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 _TYPES: dict[type | tuple[type, ...], str] = {

@@ -19,6 +19,7 @@ shard processing" loads each shard CID by itself) is a dataset of its samples.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -68,6 +69,9 @@ class ShardedJSONLayout(Layout):
         # a shard found inconsistent stays so: its other samples fail at once, unfetched
         self._broken: dict[int, ManifestError] = {}
         self._id_base: int | None = None
+        # one fetch per shard when several threads read its samples at once (a loader's
+        # fetch_workers); per process: a lock held by a thread at fork stays held in a child
+        self._lock = (os.getpid(), threading.RLock())
         last = total - per_shard * (len(shards) - 1)
         if not shards or per_shard <= 0 or not 0 < last <= per_shard:
             raise ManifestError(
@@ -97,7 +101,14 @@ class ShardedJSONLayout(Layout):
         return [self.per_shard] * (n - 1) + [self.total - self.per_shard * (n - 1)]
 
     def _shard(self, i: int) -> list[Any]:
-        key = (os.getpid(), i)
+        pid = os.getpid()
+        if self._lock[0] != pid:
+            self._lock = (pid, threading.RLock())
+        with self._lock[1]:
+            return self._shard_locked((pid, i))
+
+    def _shard_locked(self, key: tuple[int, int]) -> list[Any]:
+        i = key[1]
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
@@ -156,6 +167,7 @@ class ShardedJSONLayout(Layout):
         state = super().__getstate__()
         state["_loaded"] = OrderedDict()
         state["_broken"] = {}
+        state["_lock"] = (-1, None)  # re-made on first use in the unpickling process
         return state
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from torch_ipfs.errors import ManifestError
 
-__all__ = ["INDEX_MAGIC", "MappedFiles", "PackedIndex", "encode_index"]
+__all__ = ["INDEX_MAGIC", "MappedFiles", "PackedIndex", "encode_index", "read_header"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,24 @@ HEADER_BYTES = _HEADER.itemsize  # 40
 KEYS_DECIMAL, KEYS_STORED = 0, 1
 #: Longest key width mode 0 describes (a u64 has 20 digits).
 _MAX_WIDTH = 20
+
+
+def read_header(
+    data: Any, dtype: np.dtype, magic: bytes, version: int, what: str, where: str
+) -> tuple[Any, Any]:
+    """``(bytes as a uint8 array, header record)`` of a binary file of ours starting with
+    a ``dtype`` header of ``magic`` and ``version`` fields (a shard index or table);
+    :class:`ManifestError` naming ``where`` if it is too short, or another file, or
+    another version."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if len(buf) < dtype.itemsize:
+        raise ManifestError(f"{where}: {what} is {len(buf)} bytes, shorter than its header")
+    header = buf[: dtype.itemsize].view(dtype)[0]
+    if bytes(header["magic"]) != magic.rstrip(b"\x00"):
+        raise ManifestError(f"{where}: not a torch_ipfs {what} (bad magic)")
+    if int(header["version"]) != version:
+        raise ManifestError(f"{where}: {what} version {int(header['version'])} is not supported")
+    return buf, header
 
 
 def _decimal_keys(keys: Sequence[str]) -> tuple[int, int] | None:
@@ -135,14 +153,7 @@ class PackedIndex:
 
     def __init__(self, data: Any, where: str, *, tar_bytes: int | None = None) -> None:
         self.where = where
-        buf = np.frombuffer(data, dtype=np.uint8)
-        if len(buf) < HEADER_BYTES:
-            raise ManifestError(f"{where}: index file is {len(buf)} bytes, shorter than its header")
-        header = buf[:HEADER_BYTES].view(_HEADER)[0]
-        if bytes(header["magic"]) != INDEX_MAGIC.rstrip(b"\x00"):
-            raise ManifestError(f"{where}: not a torch_ipfs shard index (bad magic)")
-        if int(header["version"]) != INDEX_VERSION:
-            raise ManifestError(f"{where}: index version {int(header['version'])} is not supported")
+        buf, header = read_header(data, _HEADER, INDEX_MAGIC, INDEX_VERSION, "shard index", where)
         n = int(header["n"])
         mode = int(header["key_mode"])
         off_end = HEADER_BYTES + 8 * (n + 1)

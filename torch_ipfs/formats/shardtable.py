@@ -30,6 +30,7 @@ import numpy as np
 
 from torch_ipfs.cid import CID
 from torch_ipfs.errors import InvalidCIDError, ManifestError
+from torch_ipfs.formats.shardindex import read_header
 
 __all__ = ["TABLE_MAGIC", "ShardFile", "ShardTable", "encode_table"]
 
@@ -103,14 +104,7 @@ class ShardTable:
 
     def __init__(self, data: Any, where: str, *, total_samples: int | None = None) -> None:
         self.where = where
-        buf = np.frombuffer(data, dtype=np.uint8)
-        if len(buf) < HEADER_BYTES:
-            raise ManifestError(f"{where}: shard table is {len(buf)} bytes, shorter than its header")
-        header = buf[:HEADER_BYTES].view(_HEADER)[0]
-        if bytes(header["magic"]) != TABLE_MAGIC.rstrip(b"\x00"):
-            raise ManifestError(f"{where}: not a torch_ipfs shard table (bad magic)")
-        if int(header["version"]) != TABLE_VERSION:
-            raise ManifestError(f"{where}: shard table version {int(header['version'])} is not supported")
+        buf, header = read_header(data, _HEADER, TABLE_MAGIC, TABLE_VERSION, "shard table", where)
         n_files, n_pieces = int(header["files"]), int(header["pieces"])
         if n_files > MAX_ENTRIES or n_pieces > MAX_ENTRIES:
             raise ManifestError(f"{where}: shard table declares {n_files} files and {n_pieces} pieces")

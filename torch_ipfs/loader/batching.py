@@ -81,7 +81,7 @@ class _Epoch:
             size = self.loader.batch_size
             for result in self._read_all():
                 if isinstance(result, Failed):
-                    self.loader._skipped(result)
+                    self.reader.record_skip(result)
                     continue
                 batch.append(result)
                 if len(batch) == size:
@@ -262,6 +262,9 @@ class IPFSDataLoader:
         self.epoch = 0
         self.dataset_cid: str | None = None
         self.dataset_metadata: dict[str, Any] | None = None
+        #: the exception of the last ``load_dataset`` that failed (its result dict names
+        #: it), for callers that want it raised; ``None`` after a load that succeeded
+        self.load_error: Exception | None = None
         self.total_samples = 0
         self.layout: Layout | None = None
         self._reader: SampleReader | None = None
@@ -284,6 +287,7 @@ class IPFSDataLoader:
 
         result = result_dict("load_dataset", dataset_cid=str(dataset_cid))
         self.clear()
+        self.load_error = None
         try:
             with self.metrics.track("loader.load_dataset"):
                 layout = open_layout(dataset_cid, self._handle)
@@ -291,6 +295,7 @@ class IPFSDataLoader:
         except (IPFSError, OSError, ValueError, TypeError) as e:
             log.error("failed to load dataset %s: %s: %s", dataset_cid, type(e).__name__, e)
             result.update(error=str(e), error_type=type(e).__name__)
+            self.load_error = e
             return result
         result.update(success=True, total_samples=self.total_samples, layout=layout.name, batches=len(self))
         return result
@@ -386,6 +391,13 @@ class IPFSDataLoader:
             order += inside
         return order
 
+    def _drop_head_start(self) -> None:
+        """Stop the first epoch ``load_dataset`` started ahead, if it is still unread."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.close()
+                self._pending = None
+
     def _start(self, epoch: int) -> _Epoch:
         assert self._reader is not None
         return _Epoch(self, self._reader, epoch, self.epoch_order(epoch))
@@ -463,19 +475,6 @@ class IPFSDataLoader:
         )
 
     # -- metrics ---------------------------------------------------------------------------
-
-    def _skipped(self, failed: Failed) -> None:
-        e = failed.error
-        self.metrics.increment("loader.skipped")
-        self.metrics.increment(f"loader.skipped[{type(e).__name__}]")
-        log.warning(
-            "skipping sample %d of %s: %s: %s (%d skipped so far)",
-            failed.index,
-            self.dataset_cid or "the dataset",
-            type(e).__name__,
-            e,
-            self.metrics.counter("loader.skipped"),
-        )
 
     def _cache_counts(self) -> tuple[int, int] | None:
         caches = _find_caches(self._handle.get().source) if self.layout is not None else []

@@ -3,6 +3,7 @@ the error policy; the feature/label keys the framework adapters pick."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,8 @@ from torch_ipfs.formats.base import Layout, RawSample
 from torch_ipfs.metrics import MetricsCollector
 
 __all__ = ["FEATURE_KEYS", "LABEL_KEYS"]
+
+log = logging.getLogger("torch_ipfs.loader")
 
 #: Sample keys tried, in order, for the features of ``(features, labels)`` pairs.
 FEATURE_KEYS = ("features", "feature", "x", "inputs", "input", "image", "data")
@@ -103,6 +106,18 @@ class SampleReader:
                     continue
                 return Failed(index, e)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def record_skip(self, failed: Failed) -> None:
+        """Count (in this process's metrics, if any) and log a sample left out."""
+        e, m = failed.error, self.metrics
+        so_far = ""
+        if m is not None:
+            m.increment("loader.skipped")
+            m.increment(f"loader.skipped[{type(e).__name__}]")
+            so_far = f" ({m.counter('loader.skipped')} skipped so far)"
+        log.warning(
+            "skipping sample %d of %s: %s: %s%s", failed.index, self.layout.where, type(e).__name__, e, so_far
+        )
 
     def _to_dict(self, raw: RawSample) -> dict[str, Any]:
         schema = self.layout.schema

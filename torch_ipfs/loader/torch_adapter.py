@@ -3,7 +3,6 @@ labels)`` tensors and a ``DataLoader`` whose sampler keeps the loader's seeded e
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EpochSampler", "SampleDataset", "collate_pairs", "pytorch_dataset", "pytorch_loader"]
 
-log = logging.getLogger("torch_ipfs.loader")
-
 
 def pytorch_dataset(
     loader: IPFSDataLoader, features: str | None = None, labels: str | None = None
@@ -26,12 +23,9 @@ def pytorch_dataset(
     ``features``/``labels`` name the sample entries (default: :data:`FEATURE_KEYS` /
     :data:`LABEL_KEYS`); ``labels=""`` for features only."""
     reader = loader._require()
-    with loader._lock:
-        # A DataLoader reads by index: the head start load_dataset gave the first
-        # epoch of batches would only be read twice.
-        if loader._pending is not None:
-            loader._pending.close()
-            loader._pending = None
+    # A DataLoader reads by index: the head start load_dataset gave the first epoch of
+    # batches would only be read twice.
+    loader._drop_head_start()
     if features is None and reader._entries is not None:
         # Multimodal entries link their media by CID: the tensors a model takes are
         # the media, so the adapter fetches and decodes them (``sample["image"]``).
@@ -96,10 +90,7 @@ class SampleDataset:
             raise IndexError(f"index {index} out of range for {n} samples")
         sample = self.reader.read(index % n)
         if isinstance(sample, Failed):
-            log.warning("skipping sample %d: %s: %s", index, type(sample.error).__name__, sample.error)
-            if self.reader.metrics is not None:
-                self.reader.metrics.increment("loader.skipped")
-                self.reader.metrics.increment(f"loader.skipped[{type(sample.error).__name__}]")
+            self.reader.record_skip(sample)
             return None
         x = _as_tensor(sample[self.features])
         if not self.labels:

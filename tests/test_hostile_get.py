@@ -135,6 +135,12 @@ def test_a_directory_chain_deeper_than_the_limit_stops_with_a_typed_error(store,
     for _ in range(MAX_DAG_DEPTH + 5):
         node = raw_directory(store, [("d", node)])
     fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(UnsafePathError, match="nested directories"):
-        client.get(node, tmp_path / "out")
-    assert len(os.listdir("/proc/self/fd")) == fds  # the walk's descriptors are all closed
+    try:
+        with pytest.raises(UnsafePathError, match="nested directories"):
+            client.get(node, tmp_path / "out")
+        assert len(os.listdir("/proc/self/fd")) == fds  # the walk's descriptors are all closed
+    finally:
+        # 2,048 levels written before the refusal: Python 3.11's shutil.rmtree (which
+        # pytest uses to prune old temp dirs, in a later session) recurses once per level
+        # and would fail there with RecursionError. rm -rf does not recurse on the stack.
+        subprocess.run(["rm", "-rf", str(tmp_path / "out")], check=True)

@@ -95,6 +95,12 @@ def write_litdata(data: BenchData) -> Path:
         num_workers=1,
         mode="overwrite",
     )
+    index = json.loads((out / "index.json").read_text())
+    written = sum(int(c["chunk_size"]) for c in index.get("chunks", []))
+    if written != data.total_samples:
+        raise RuntimeError(
+            f"litdata.optimize wrote {written} samples to {out}, expected {data.total_samples}"
+        )
     _stamp(out, data)
     return out
 

@@ -378,7 +378,7 @@ class TarShardsLayout(Layout):
         key = idx.keys[j]
         if len(data) != length:
             raise ManifestError(f"{where}: sample {key!r} is cut off by the end of the file")
-        samples = list(tar.group_samples(tar.iter_members([data], where, start), where))
+        samples = list(tar.samples_of([data], where, start))
         if len(samples) != 1 or samples[0].key != key:
             found = [s.key for s in samples]
             raise ManifestError(f"{where}: index says sample {key!r} at {start}, found {found}")
@@ -392,10 +392,10 @@ class TarShardsLayout(Layout):
         offset, length = idx.span(first + start, first + stop)
         where = self._where(shard)
         chunks = self._checked_file(shard).iter_chunks(offset, length)
-        keys = idx.keys
+        keys = idx.keys[first + start : first + stop]  # made once, not per sample
         count = 0
-        for sample in tar.group_samples(tar.iter_members(chunks, where, offset), where):
-            want = keys[first + start + count] if count < stop - start else None
+        for sample in tar.samples_of(chunks, where, offset):
+            want = keys[count] if count < stop - start else None
             if sample.key != want:
                 raise ManifestError(f"{where}: index expects sample {want!r}, the shard has {sample.key!r}")
             count += 1

@@ -14,7 +14,7 @@ when the total passes the byte bound) or the process ends; it is never written t
 never shared with another process and dropped in a forked child (DataLoader workers
 start empty and hash every block the first time they use it).
 
-The bound: ``TORCH_IPFS_BLOCK_CACHE_MB`` (default 64 MiB per process; ``0`` turns the
+The bound: ``TORCH_IPFS_BLOCK_CACHE_MB`` (default 256 MiB per process; ``0`` turns the
 cache off).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["DEFAULT_MAX_BYTES", "VerifiedBlockCache", "default_cache"]
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: Bookkeeping per entry on top of the node's bytes (dict slot, key, node object).
 ENTRY_OVERHEAD = 200
 

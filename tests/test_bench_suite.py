@@ -126,7 +126,8 @@ def test_goals_are_all_measured(bench_run) -> None:
     _, out = bench_run
     goals = json.loads((out / "goals.json").read_text())
     names = [g["name"] for g in goals["goals"]]
-    assert len(names) == 7 + 10, names
+    assert len(names) == 7 + 11, names
+    assert any("export from encoded bytes vs ShardWriter" in n for n in names)
     assert any("random single-sample raw reads vs Mosaic" in n for n in names)
     assert any("raw read path vs litdata" in n for n in names)
     assert sum("vs webdataset-local" in n for n in names) == 2

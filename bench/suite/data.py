@@ -64,6 +64,8 @@ class Profile:
     map_probe_samples: int = 64
     #: rounds of the raw read-path probe (every sample's bytes, no DataLoader)
     raw_probe_samples: int = 3
+    #: random single-sample raw reads per round of the random-read probe
+    random_probe_samples: int = 2_000
     #: injected per-request delays of the two gateways, seconds
     delays: tuple[float, ...] = (0.0, 0.05)
     notes: dict[str, str] = field(default_factory=dict)
@@ -75,7 +77,12 @@ JPEG224 = "jpeg224"
 PROFILES: dict[str, Profile] = {
     # For the test of the suite itself: every contender, minimal sizes, one repeat.
     "tiny": Profile(
-        "tiny", (Variant(PNG32, 1_024, 32, "png", 256),), repeats=1, rss_epochs=10, map_probe_samples=16
+        "tiny",
+        (Variant(PNG32, 1_024, 32, "png", 256),),
+        repeats=1,
+        rss_epochs=10,
+        map_probe_samples=16,
+        random_probe_samples=256,
     ),
     # A few minutes on 2 cores.
     "small": Profile("small", (Variant(PNG32, 5_000, 32, "png", 1_000),), repeats=3),
@@ -89,6 +96,7 @@ PROFILES: dict[str, Profile] = {
         ),
         repeats=3,
         map_probe_samples=256,
+        random_probe_samples=20_000,
     ),
 }
 

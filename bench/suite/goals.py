@@ -29,7 +29,15 @@ from bench.suite.measure import read_proc
 from torch_ipfs.cid import CID
 from torch_ipfs.sources.base import BlockSource
 
-__all__ = ["Goal", "evaluate", "map_block_probe", "random_raw_probe", "raw_read_probe", "rss_over_epochs"]
+__all__ = [
+    "Goal",
+    "evaluate",
+    "export_probe",
+    "map_block_probe",
+    "random_raw_probe",
+    "raw_read_probe",
+    "rss_over_epochs",
+]
 
 #: The exporter builds shards with Kubo's default chunker (size-262144).
 CHUNK_SIZE = 262_144
@@ -293,6 +301,51 @@ def random_raw_probe(data: BenchData, samples: int, rounds: int = 3, seed: int =
     }
 
 
+def export_probe(data: BenchData, rounds: int = 3) -> dict[str, Any]:
+    """Export from already-encoded bytes: ``torch_ipfs.exporter.export_dataset`` of
+    ``{"<ext>": bytes, "cls": int}`` samples into a fresh embedded store vs webdataset's
+    ``ShardWriter`` writing the same dicts to tar files (rounds interleaved, medians)."""
+    import shutil
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    import webdataset
+
+    from bench.suite.peers import shard_records
+    from torch_ipfs.client import Client
+    from torch_ipfs.exporter import export_dataset
+
+    ext = data.variant.extension
+    samples = [{ext: b, "cls": label} for p in data.shard_paths for b, label in shard_records(p, ext)]
+    per_shard = data.variant.samples_per_shard
+    times: dict[str, list[float]] = {"torch_ipfs export": [], "webdataset ShardWriter": []}
+    roots = set()
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            client = Client(home=Path(tmp) / "home", api="", gateways=[])
+            result = export_dataset(samples, samples_per_shard=per_shard, client=client, progress=False)
+            client.close()
+            times["torch_ipfs export"].append(time.perf_counter() - start)
+            roots.add(str(result.cid))
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            with webdataset.ShardWriter(f"{tmp}/shard-%06d.tar", maxcount=per_shard, verbose=0) as sink:
+                for i, sample in enumerate(samples):
+                    sink.write({"__key__": f"{i:06d}", ext: sample[ext], "cls": sample["cls"]})
+            times["webdataset ShardWriter"].append(time.perf_counter() - start)
+            shutil.rmtree(tmp, ignore_errors=True)
+    n = len(samples)
+    return {
+        "samples": n,
+        "rounds": rounds,
+        "roots": sorted(roots),
+        "samples_per_s": {k: round(n / statistics.median(v)) for k, v in times.items()},
+        "samples_per_s_spread": {k: [round(n / max(v)), round(n / min(v))] for k, v in times.items()},
+    }
+
+
 def rss_over_epochs(data: BenchData, epochs: int, batch_size: int, kind: str) -> dict[str, Any]:
     """RSS of 2 persistent DataLoader workers after each of ``epochs`` epochs."""
     from torch.utils.data import DataLoader
@@ -420,6 +473,12 @@ def issue11_goals(results: dict[str, Any], probes: dict[str, Any], workers: tupl
                 r, detail = math.nan, "not measured: litdata not installed here (tox -e bench)"
             goals.append(Goal(f"{variant}: raw read path vs litdata (no DataLoader, no decode)", ">= 1.0x", r,
                               r >= 1.0, detail))  # fmt: skip
+        if name.startswith("export"):
+            rate = probe["samples_per_s"]
+            r = rate["torch_ipfs export"] / rate["webdataset ShardWriter"]
+            detail = "export from encoded bytes, samples/s: " + ", ".join(f"{k} {v}" for k, v in rate.items())
+            goals.append(Goal(f"{variant}: export from encoded bytes vs ShardWriter", ">= 0.8x", r, r >= 0.8,
+                              detail))  # fmt: skip
         if name.startswith("random_raw"):
             rate = probe["reads_per_s"]
             if "mosaic" in rate:

@@ -185,7 +185,8 @@ class SuiteRun:
         jobs.update(
             {
                 "raw_read" + suffix: (goal_probes.raw_read_probe, data, profile.raw_probe_samples),
-                "random_raw" + suffix: (goal_probes.random_raw_probe, data, profile.map_probe_samples * 8),
+                "random_raw" + suffix: (goal_probes.random_raw_probe, data, profile.random_probe_samples),
+                "export" + suffix: (goal_probes.export_probe, data),
             }
         )
         for name, (fn, *args) in jobs.items():

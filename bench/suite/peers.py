@@ -77,6 +77,14 @@ def _litdata_samples(path: str, ext: str = "png") -> Iterator[dict[str, Any]]:
         yield {"image": image, "cls": label}
 
 
+def _litdata_samples_written(out: Path) -> int:
+    try:
+        index = json.loads((out / "index.json").read_text())
+    except (OSError, ValueError):
+        return -1
+    return sum(int(c["chunk_size"]) for c in index.get("chunks", []))
+
+
 def write_litdata(data: BenchData) -> Path:
     """The variant as litdata chunks (``litdata.optimize``, one writer process, in order)."""
     import functools
@@ -84,7 +92,7 @@ def write_litdata(data: BenchData) -> Path:
     import litdata
 
     out = litdata_dir(data)
-    if _stamped(out, data):
+    if _stamped(out, data) and _litdata_samples_written(out) == data.total_samples:
         return out
     shutil.rmtree(out, ignore_errors=True)
     litdata.optimize(
@@ -95,8 +103,7 @@ def write_litdata(data: BenchData) -> Path:
         num_workers=1,
         mode="overwrite",
     )
-    index = json.loads((out / "index.json").read_text())
-    written = sum(int(c["chunk_size"]) for c in index.get("chunks", []))
+    written = _litdata_samples_written(out)
     if written != data.total_samples:
         raise RuntimeError(
             f"litdata.optimize wrote {written} samples to {out}, expected {data.total_samples}"

@@ -135,20 +135,29 @@ def add_ratios(results: dict[str, Any]) -> None:
 
 
 def ratios_markdown(results: dict[str, Any]) -> str:
-    """Samples/s of each torch_ipfs contender (and litdata's, Mosaic's) over every peer's."""
+    """Samples/s of each torch_ipfs contender (and litdata's, Mosaic's) over every peer's,
+    one table per data variant."""
     rows, peers = _rows_and_peers(results)
     if not rows:
         return "none measured"
     missing = [f"`{n}` ({e['not_installed']})" for n, e in results.items() if e.get("not_installed")]
-    lines = ["| contender | workers | " + " | ".join(f"/ {p}" for p in peers) + " |"]
-    lines.append("|---|---:|" + "---:|" * len(peers))
-    for name in rows:
-        for workers, ratios in results[name].get("ratios", {}).items():
-            cells = [f"{ratios[p]:.2f}x" if p in ratios else "" for p in peers]
-            lines.append(f"| {name} | {workers} | " + " | ".join(cells) + " |")
+    tables = []
+    for variant in dict.fromkeys(n.partition("/")[2] for n in rows):
+        cols = [p for p in peers if p.partition("/")[2] == variant]
+        short = [p.partition("/")[0] for p in cols]
+        title = f"{variant or 'first variant'}:\n\n" if variant else ""
+        lines = ["| contender | workers | " + " | ".join(f"/ {p}" for p in short) + " |"]
+        lines.append("|---|---:|" + "---:|" * len(cols))
+        for name in rows:
+            if name.partition("/")[2] != variant:
+                continue
+            for workers, ratios in results[name].get("ratios", {}).items():
+                cells = [f"{ratios[p]:.2f}x" if p in ratios else "" for p in cols]
+                lines.append(f"| {name} | {workers} | " + " | ".join(cells) + " |")
+        tables.append(title + "\n".join(lines))
     if missing:
-        lines.append("\nNot installed in this environment (run `tox -e bench`): " + ", ".join(missing))
-    return "\n".join(lines)
+        tables.append("Not installed in this environment (run `tox -e bench`): " + ", ".join(missing))
+    return "\n\n".join(tables)
 
 
 def goals_markdown(goals: list[dict[str, Any]]) -> str:

@@ -89,13 +89,11 @@ class SuiteRun:
             gateways = {d: stack.enter_context(GatewayProcess(data.home, d)) for d in profile.delays}
             ctx = Context(data, profile.batch_size, {d: g.url for d, g in gateways.items()}, ctx_scratch)
             wanted = [c for c in all_contenders(profile.delays) if self._wanted(c.name + suffix)]
-            for contender in wanted:
+            for contender in wanted:  # every entry in report order, measured or not
+                entry = {"description": contender.description, "by_workers": {}}
+                self.results[contender.name + suffix] = entry
                 if contender.requires and not installed(contender.requires):
-                    self.results[contender.name + suffix] = {
-                        "description": contender.description,
-                        "not_installed": contender.requires,
-                        "by_workers": {},
-                    }
+                    entry["not_installed"] = contender.requires
                     log.info(
                         "%s: %s is not installed here (tox -e bench)", contender.name, contender.requires
                     )

@@ -94,6 +94,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def _empty_block_cache():
+    """Each test starts with an empty verified-block cache, as a fresh process does
+    (tests count the blocks a read fetches)."""
+    from torch_ipfs.unixfs.blockcache import default_cache
+
+    default_cache().clear()
+    yield
+
+
 @pytest.fixture
 def rng():
     """A seeded random generator: tests are reproducible."""

@@ -136,6 +136,29 @@ class _SampleReader:
     def decode_sample(self, raw: RawSample) -> Any:
         """Decode, assemble and transform a raw sample into what ``__getitem__`` returns."""
         schema = self.schema
+        types = schema.types
+        fields = raw.fields
+        if (
+            self.fields is None
+            and types
+            and (raw.structure or schema.structure) == "tuple"
+            and len(fields) == len(types)
+        ):
+            # The common case (an exported (image, label) dataset): exactly the declared
+            # fields, decoded straight into the tuple, no intermediate dict.
+            try:
+                values = [fields[f] for f in types]
+            except KeyError:
+                pass  # a field is missing: the general path below names it
+            else:
+                where = f"{self.layout.where}: sample {raw.key!r}"
+                decode = self.decoder.decode_field
+                out = tuple([decode(f, v, t, where) for (f, t), v in zip(types.items(), values)])
+                if self.transform is None and self.target_transform is None:
+                    return out
+                label_field = schema.label_field
+                pos = list(types).index(label_field) if label_field in types else -1
+                return self._apply(out, label_pos=pos)
         decoded = self.decoder.decode_fields(
             raw.fields, schema.types, f"{self.layout.where}: sample {raw.key!r}"
         )

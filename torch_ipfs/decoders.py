@@ -216,11 +216,21 @@ class Decoder:
             name: self.decode_field(name, value, types.get(name), where) for name, value in fields.items()
         }
 
+    def _spec_of(self, name: str) -> tuple[str, Any]:
+        """``(extension, spec)`` of a field name (looked up once per name)."""
+        cache = self.__dict__.setdefault("_specs", {})
+        found = cache.get(name)
+        if found is None:
+            ext = name.rsplit(".", 1)[-1].lower()
+            found = (ext, self.overrides.get(name, self.overrides.get(ext, self.default)))
+            if len(cache) < 1024:  # field names come from the data: bound the table
+                cache[name] = found
+        return found
+
     def decode_field(self, name: str, value: Any, declared: str | None, where: str) -> Any:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             return value
-        ext = name.rsplit(".", 1)[-1].lower()
-        spec = self.overrides.get(name, self.overrides.get(ext, self.default))
+        ext, spec = self._spec_of(name)
         if spec == "raw":
             return bytes(value)
         try:

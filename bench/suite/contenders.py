@@ -105,6 +105,9 @@ class Contender:
     description = ""
     #: the delay of the gateway this contender reads through (its bytes are counted), or None
     gateway_delay: float | None = None
+    #: the package it needs beyond the test environment's (None: none); a contender whose
+    #: package is missing is reported as not installed, not run
+    requires: str | None = None
 
     def setup(self, ctx: Context, workers: int) -> None:
         """Untimed preparation on disk, once per measurement (in a child of its own)."""
@@ -121,7 +124,10 @@ class Contender:
 
 class InMemory(Contender):
     name = "in-memory-tensors"
-    description = "TensorDataset of the decoded tensors, built before timing (upper bound)"
+    description = (
+        "LOADER CEILING: TensorDataset of the decoded tensors, built before timing "
+        "(the DataLoader's own cost, nothing read or decoded)"
+    )
 
     def before_pass(self, ctx: Context, workers: int) -> None:
         images, labels = [], []
@@ -134,6 +140,35 @@ class InMemory(Contender):
 
     def loader(self, ctx: Context, workers: int) -> DataLoader:
         return self._dataloader(ctx, self.dataset, workers)
+
+
+class _DecodeBytes(torch.utils.data.Dataset):
+    def __init__(self, records: list[tuple[bytes, int]]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label = self.records[i]
+        return decode_image(image), label
+
+
+class DecodeOnly(Contender):
+    name = "decode-only-ceiling"
+    description = (
+        "DECODE CEILING: the encoded bytes held in memory before timing, decoded in the "
+        "DataLoader (the decode function's cost plus the loader's, no reading)"
+    )
+
+    def before_pass(self, ctx: Context, workers: int) -> None:
+        from bench.suite.peers import shard_records
+
+        ext = ctx.data.variant.extension
+        self.records = [r for path in ctx.data.shard_paths for r in shard_records(path, ext)]
+
+    def loader(self, ctx: Context, workers: int) -> DataLoader:
+        return self._dataloader(ctx, _DecodeBytes(self.records), workers)
 
 
 class _TarfileShards(IterableDataset):
@@ -183,12 +218,21 @@ class WebDatasetLocal(Contender):
 
 
 class WebDatasetHTTP(Contender):
-    name = "webdataset-http"
-    description = "webdataset over HTTP (it runs curl) from the same loopback gateway's path URLs, 0 ms"
-    gateway_delay = 0.0
+    """webdataset over HTTP (it runs curl) from the loopback gateway's path URLs."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.gateway_delay = delay
+        ms = round(delay * 1000)
+        self.name = "webdataset-http" if delay == 0 else f"webdataset-http-{ms}ms"
+        self.description = (
+            "webdataset over HTTP (it runs curl) from the same loopback gateway's path URLs, "
+            f"{ms} ms per request"
+        )
 
     def loader(self, ctx: Context, workers: int) -> DataLoader:
-        return self._dataloader(ctx, _webdataset(ctx.shard_urls(0.0), ctx.data.variant.extension), workers)
+        assert self.gateway_delay is not None
+        urls = ctx.shard_urls(self.gateway_delay)
+        return self._dataloader(ctx, _webdataset(urls, ctx.data.variant.extension), workers)
 
 
 def _local_client(ctx: Context) -> Any:
@@ -287,13 +331,115 @@ class IPFSDatasetBaseline(Contender):
         return self._dataloader(ctx, _WholeArchives(ctx.shard_urls(0.0), ctx.data.variant.extension), workers)
 
 
+class _Decoded(IterableDataset):
+    """A peer's dataset of ``{"image": bytes, "cls": int}`` dicts, decoded like the rest.
+    The peer splits its samples over DataLoader workers itself (inside ``__iter__``)."""
+
+    def __init__(self, peer: Any) -> None:
+        self.peer = peer
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        for sample in self.peer:
+            yield decode_image(sample["image"]), int(sample["cls"])
+
+
+class LitData(Contender):
+    """litdata 0.2's ``StreamingDataset`` over chunks ``litdata.optimize`` wrote from the
+    same samples. ``remote``: the chunks are a local "remote" (``local:`` URL) copied
+    into a fresh cache directory each pass, litdata's streaming mode."""
+
+    requires = "litdata"
+
+    def __init__(self, remote: bool = False) -> None:
+        self.remote = remote
+        self.name = "litdata-local-remote+cache" if remote else "litdata-local"
+        self.description = "litdata StreamingDataset, chunks from litdata.optimize (64 MiB), " + (
+            "local dir as 'remote' (local:) + fresh cache dir per pass" if remote else "read in place"
+        )
+
+    def setup(self, ctx: Context, workers: int) -> None:
+        from bench.suite.peers import write_litdata
+
+        write_litdata(ctx.data)
+
+    def _cache(self, ctx: Context, workers: int) -> Path:
+        return ctx.scratch / f"{self.name}-w{workers}"
+
+    def before_pass(self, ctx: Context, workers: int) -> None:
+        shutil.rmtree(self._cache(ctx, workers), ignore_errors=True)
+
+    def dataset(self, ctx: Context, workers: int) -> Any:
+        import litdata
+
+        from bench.suite.peers import litdata_dir
+
+        where = litdata_dir(ctx.data)
+        if self.remote:
+            from litdata.streaming.resolver import Dir
+
+            return litdata.StreamingDataset(Dir(path=str(self._cache(ctx, workers)), url=f"local:{where}"))
+        return litdata.StreamingDataset(str(where))
+
+    def loader(self, ctx: Context, workers: int) -> DataLoader:
+        return self._dataloader(ctx, _Decoded(self.dataset(ctx, workers)), workers)
+
+
+class Mosaic(Contender):
+    """Mosaic streaming 0.13's ``StreamingDataset`` over MDS shards ``MDSWriter`` wrote
+    from the same samples (uncompressed). Local: ``local=`` the shards. ``remote``: the
+    shards as ``remote=`` (a local path), copied into a fresh ``local=`` cache per pass."""
+
+    requires = "streaming"
+
+    def __init__(self, remote: bool = False) -> None:
+        self.remote = remote
+        self.name = "mosaic-local-remote+cache" if remote else "mosaic-local"
+        self.description = "Mosaic StreamingDataset, MDS shards from MDSWriter (64 MiB, no compression), " + (
+            "local dir as remote= + fresh local= cache per pass" if remote else "local= the shards"
+        )
+
+    def setup(self, ctx: Context, workers: int) -> None:
+        from bench.suite.peers import write_mosaic
+
+        write_mosaic(ctx.data)
+
+    def _cache(self, ctx: Context, workers: int) -> Path:
+        return ctx.scratch / f"{self.name}-w{workers}"
+
+    def before_pass(self, ctx: Context, workers: int) -> None:
+        from streaming.base.util import clean_stale_shared_memory
+
+        clean_stale_shared_memory()
+        shutil.rmtree(self._cache(ctx, workers), ignore_errors=True)
+
+    def dataset(self, ctx: Context, workers: int, batch_size: int | None = None) -> Any:
+        from streaming import StreamingDataset
+
+        from bench.suite.peers import mosaic_dir
+
+        where = str(mosaic_dir(ctx.data))
+        if self.remote:
+            return StreamingDataset(
+                remote=where, local=str(self._cache(ctx, workers)), batch_size=batch_size, shuffle=False
+            )
+        return StreamingDataset(local=where, batch_size=batch_size, shuffle=False)
+
+    def loader(self, ctx: Context, workers: int) -> DataLoader:
+        return self._dataloader(ctx, _Decoded(self.dataset(ctx, workers, ctx.batch_size)), workers)
+
+
 def all_contenders(delays: tuple[float, ...] = (0.0, 0.05)) -> list[Contender]:
     """Every contender, in report order."""
     contenders: list[Contender] = [
         TarfileLoop(),  # first: its checksum is the reference the others must match
         InMemory(),
+        DecodeOnly(),
         WebDatasetLocal(),
-        WebDatasetHTTP(),
+        *(WebDatasetHTTP(d) for d in delays),
+        LitData(),
+        LitData(remote=True),
+        Mosaic(),
+        Mosaic(remote=True),
         EmbeddedIterable(),
         EmbeddedMap(),
     ]

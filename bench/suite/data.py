@@ -62,6 +62,10 @@ class Profile:
     rss_epochs: int = 10
     #: samples read one by one for the map-style blocks-per-sample measurement
     map_probe_samples: int = 64
+    #: rounds of the raw read-path probe (every sample's bytes, no DataLoader)
+    raw_probe_samples: int = 3
+    #: random single-sample raw reads per round of the random-read probe
+    random_probe_samples: int = 2_000
     #: injected per-request delays of the two gateways, seconds
     delays: tuple[float, ...] = (0.0, 0.05)
     notes: dict[str, str] = field(default_factory=dict)
@@ -73,20 +77,26 @@ JPEG224 = "jpeg224"
 PROFILES: dict[str, Profile] = {
     # For the test of the suite itself: every contender, minimal sizes, one repeat.
     "tiny": Profile(
-        "tiny", (Variant(PNG32, 1_024, 32, "png", 256),), repeats=1, rss_epochs=10, map_probe_samples=16
+        "tiny",
+        (Variant(PNG32, 1_024, 32, "png", 256),),
+        repeats=1,
+        rss_epochs=10,
+        map_probe_samples=16,
+        random_probe_samples=256,
     ),
     # A few minutes on 2 cores.
     "small": Profile("small", (Variant(PNG32, 5_000, 32, "png", 1_000),), repeats=3),
-    # Issue 7's sizes: 50,000 CIFAR-size PNGs; the 224x224 JPEG variant has 10,000 images
-    # (50,000 would take hours per pass over all contenders on 2 cores).
+    # Issue 7's and 11's sizes: 50,000 CIFAR-size PNGs; the 224x224 JPEG variant has
+    # 5,000 images (~25 KB each; more would take hours over all contenders on 2 cores).
     "full": Profile(
         "full",
         (
             Variant(PNG32, 50_000, 32, "png", 5_000),
-            Variant(JPEG224, 10_000, 224, "jpeg", 1_000),
+            Variant(JPEG224, 5_000, 224, "jpeg", 500),
         ),
         repeats=3,
         map_probe_samples=256,
+        random_probe_samples=20_000,
     ),
 }
 

@@ -29,7 +29,15 @@ from bench.suite.measure import read_proc
 from torch_ipfs.cid import CID
 from torch_ipfs.sources.base import BlockSource
 
-__all__ = ["Goal", "evaluate", "map_block_probe", "rss_over_epochs"]
+__all__ = [
+    "Goal",
+    "evaluate",
+    "export_probe",
+    "map_block_probe",
+    "random_raw_probe",
+    "raw_read_probe",
+    "rss_over_epochs",
+]
 
 #: The exporter builds shards with Kubo's default chunker (size-262144).
 CHUNK_SIZE = 262_144
@@ -148,6 +156,196 @@ def map_block_probe(data: BenchData, samples: int, seed: int = 0) -> dict[str, A
     }
 
 
+def _timed(fn: Any) -> tuple[float, int]:
+    start = time.perf_counter()
+    n = fn()
+    return time.perf_counter() - start, n
+
+
+def _raw_readers(data: BenchData) -> dict[str, Any]:
+    """Sequential raw readers (no DataLoader, no decode): name -> () -> samples read."""
+    from bench.suite.peers import installed, litdata_dir, mosaic_dir, write_litdata, write_mosaic
+    from torch_ipfs.client import Client
+    from torch_ipfs.datasets import IPFSIterableDataset
+
+    ext = data.variant.extension
+
+    def ours() -> int:
+        client = Client(home=data.home, api="", gateways=[])
+        n = sum(1 for _ in IPFSIterableDataset(data.url, client=client, decode="raw"))
+        client.close()
+        return n
+
+    def wds() -> int:
+        import webdataset
+
+        urls = [str(p) for p in data.shard_paths]
+        return sum(
+            1 for _ in webdataset.WebDataset(urls, shardshuffle=False, empty_check=False).to_tuple(ext, "cls")
+        )
+
+    readers: dict[str, Any] = {"torch_ipfs": ours, "webdataset": wds}
+    if installed("litdata"):
+        write_litdata(data)
+
+        def lit() -> int:
+            import litdata
+
+            return sum(1 for _ in litdata.StreamingDataset(str(litdata_dir(data))))
+
+        readers["litdata"] = lit
+    if installed("streaming"):
+        write_mosaic(data)
+
+        def mosaic() -> int:
+            from streaming import StreamingDataset
+            from streaming.base.util import clean_stale_shared_memory
+
+            clean_stale_shared_memory()
+            ds = StreamingDataset(local=str(mosaic_dir(data)), shuffle=False, batch_size=256)
+            return sum(1 for _ in ds)
+
+        readers["mosaic"] = mosaic
+    return readers
+
+
+def raw_read_probe(data: BenchData, rounds: int) -> dict[str, Any]:
+    """The raw read path: every sample's bytes, in order, no DataLoader and no decode,
+    per reader (rounds interleaved, medians); plus SHA-256 of the same bytes alone."""
+    import hashlib
+    import statistics
+
+    from bench.suite.peers import shard_records
+
+    readers = _raw_readers(data)
+    ext = data.variant.extension
+    blobs = [r for path in data.shard_paths for r, _ in shard_records(path, ext)]
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    times["sha256 of the sample bytes"] = []
+    for _ in range(rounds):
+        for name, fn in readers.items():
+            seconds, n = _timed(fn)
+            if n != data.total_samples:
+                raise RuntimeError(f"raw read {name}: {n} samples, expected {data.total_samples}")
+            times[name].append(seconds)
+        seconds, _ = _timed(lambda: sum(1 for b in blobs if hashlib.sha256(b).digest()))
+        times["sha256 of the sample bytes"].append(seconds)
+    n = data.total_samples
+    return {
+        "samples": n,
+        "rounds": rounds,
+        "us_per_sample": {k: round(statistics.median(v) / n * 1e6, 2) for k, v in times.items()},
+        "samples_per_s": {k: round(n / statistics.median(v)) for k, v in times.items()},
+        "samples_per_s_spread": {k: [round(n / max(v)), round(n / min(v))] for k, v in times.items()},
+    }
+
+
+def random_raw_probe(data: BenchData, samples: int, rounds: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Random single-sample raw reads (``ds[i]``, no decode): torch_ipfs's IPFSDataset
+    vs Mosaic's and litdata's StreamingDataset, a fresh dataset per round (and a cleared
+    verified-block cache: the first use of every block in a round is hashed)."""
+    import statistics
+
+    from bench.suite.peers import installed, litdata_dir, mosaic_dir, write_litdata, write_mosaic
+    from torch_ipfs.client import Client
+    from torch_ipfs.datasets import IPFSDataset
+    from torch_ipfs.unixfs import blockcache
+
+    def ours(picks: list[int]) -> int:
+        blockcache.default_cache().clear()
+        client = Client(home=data.home, api="", gateways=[])
+        ds = IPFSDataset(data.url, client=client, decode="raw")
+        for i in picks:
+            ds[i]
+        client.close()
+        return len(picks)
+
+    readers: dict[str, Any] = {"torch_ipfs": ours}
+    if installed("streaming"):
+        write_mosaic(data)
+
+        def mosaic(picks: list[int]) -> int:
+            from streaming import StreamingDataset
+            from streaming.base.util import clean_stale_shared_memory
+
+            clean_stale_shared_memory()
+            ds = StreamingDataset(local=str(mosaic_dir(data)), shuffle=False)
+            for i in picks:
+                ds[i]
+            return len(picks)
+
+        readers["mosaic"] = mosaic
+    if installed("litdata"):
+        write_litdata(data)
+
+        def lit(picks: list[int]) -> int:
+            import litdata
+
+            ds = litdata.StreamingDataset(str(litdata_dir(data)))
+            for i in picks:
+                ds[i]
+            return len(picks)
+
+        readers["litdata"] = lit
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for r in range(rounds):
+        picks = random.Random(seed + r).sample(range(data.total_samples), min(samples, data.total_samples))
+        for name, fn in readers.items():
+            times[name].append(_timed(lambda fn=fn, picks=picks: fn(picks))[0])
+    n = min(samples, data.total_samples)
+    return {
+        "samples": n,
+        "rounds": rounds,
+        "reads_per_s": {k: round(n / statistics.median(v)) for k, v in times.items()},
+        "reads_per_s_spread": {k: [round(n / max(v)), round(n / min(v))] for k, v in times.items()},
+    }
+
+
+def export_probe(data: BenchData, rounds: int = 3) -> dict[str, Any]:
+    """Export from already-encoded bytes: ``torch_ipfs.exporter.export_dataset`` of
+    ``{"<ext>": bytes, "cls": int}`` samples into a fresh embedded store vs webdataset's
+    ``ShardWriter`` writing the same dicts to tar files (rounds interleaved, medians)."""
+    import shutil
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    import webdataset
+
+    from bench.suite.peers import shard_records
+    from torch_ipfs.client import Client
+    from torch_ipfs.exporter import export_dataset
+
+    ext = data.variant.extension
+    samples = [{ext: b, "cls": label} for p in data.shard_paths for b, label in shard_records(p, ext)]
+    per_shard = data.variant.samples_per_shard
+    times: dict[str, list[float]] = {"torch_ipfs export": [], "webdataset ShardWriter": []}
+    roots = set()
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            client = Client(home=Path(tmp) / "home", api="", gateways=[])
+            result = export_dataset(samples, samples_per_shard=per_shard, client=client, progress=False)
+            client.close()
+            times["torch_ipfs export"].append(time.perf_counter() - start)
+            roots.add(str(result.cid))
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            with webdataset.ShardWriter(f"{tmp}/shard-%06d.tar", maxcount=per_shard, verbose=0) as sink:
+                for i, sample in enumerate(samples):
+                    sink.write({"__key__": f"{i:06d}", ext: sample[ext], "cls": sample["cls"]})
+            times["webdataset ShardWriter"].append(time.perf_counter() - start)
+            shutil.rmtree(tmp, ignore_errors=True)
+    n = len(samples)
+    return {
+        "samples": n,
+        "rounds": rounds,
+        "roots": sorted(roots),
+        "samples_per_s": {k: round(n / statistics.median(v)) for k, v in times.items()},
+        "samples_per_s_spread": {k: [round(n / max(v)), round(n / min(v))] for k, v in times.items()},
+    }
+
+
 def rss_over_epochs(data: BenchData, epochs: int, batch_size: int, kind: str) -> dict[str, Any]:
     """RSS of 2 persistent DataLoader workers after each of ``epochs`` epochs."""
     from torch.utils.data import DataLoader
@@ -200,6 +398,99 @@ def _ratio(results: dict[str, Any], name: str, base: str, workers: str) -> float
     return a / b if b else math.nan
 
 
+def _missing(results: dict[str, Any], *names: str) -> str | None:
+    """Why a ratio cannot be measured (a contender not installed or not run), or None."""
+    for name in names:
+        entry = results.get(name)
+        if entry is None:
+            return f"{name} not run"
+        if entry.get("not_installed"):
+            return f"{name}: {entry['not_installed']} not installed here (tox -e bench)"
+    return None
+
+
+def issue11_goals(results: dict[str, Any], probes: dict[str, Any], workers: tuple[int, ...]) -> list[Goal]:
+    """Issue 11's goals: torch_ipfs against litdata, Mosaic, the ceilings, webdataset over
+    HTTP. One whose peer is not installed (or not run) is listed as not measured."""
+    goals: list[Goal] = []
+    ours = "torch_ipfs-embedded-iterable"
+    jpeg = next((n.partition("/")[2] for n in results if n.startswith(ours + "/")), None)
+    every, top = tuple(map(str, workers)), (str(max(workers)),)
+    ratio_goals: list[tuple[str, str, str, float, tuple[str, ...], str]] = [
+        ("iterable vs litdata-local", ours, "litdata-local", 1.05, every, "samples/s"),
+        ("iterable vs decode-only ceiling", ours, "decode-only-ceiling", 0.95, top, "samples/s"),
+        ("map-style (shuffle=True) vs our iterable", "torch_ipfs-embedded-map", ours, 0.9, every,
+         "samples/s"),
+        ("gateway 50 ms vs webdataset-http 50 ms", "torch_ipfs-gateway-50ms-cold", "webdataset-http-50ms",
+         1.0, top, "samples/s"),
+    ]  # fmt: skip
+    if jpeg:
+        ratio_goals.append(
+            (f"{jpeg}: iterable vs litdata-local", f"{ours}/{jpeg}", f"litdata-local/{jpeg}", 1.0,
+             tuple(map(str, workers)), "samples/s")
+        )  # fmt: skip
+    for label, name, base, minimum, settings, _ in ratio_goals:
+        for w in settings:
+            why = _missing(results, name, base)
+            if why:
+                goals.append(
+                    Goal(f"{label}, workers={w}", f">= {minimum}x", math.nan, False, f"not measured: {why}")
+                )
+                continue
+            r = _ratio(results, name, base, w)
+            goals.append(
+                Goal(f"{label}, workers={w}", f">= {minimum}x", r, r >= minimum, f"samples/s ratio {r:.2f}x")
+            )
+    # time to first batch and memory, at the largest workers setting
+    w = str(max(workers))
+    for label, name, base, key, maximum in (
+        ("gateway 50 ms first batch vs webdataset-http 50 ms", "torch_ipfs-gateway-50ms-cold",
+         "webdataset-http-50ms", "time_to_first_batch_s", 2.0),
+        ("iterable peak worker RSS vs webdataset-local", ours, "webdataset-local", "peak_rss_mb", 1.1),
+    ):  # fmt: skip
+        why = _missing(results, name, base)
+        try:
+            r = results[name]["by_workers"][w][key] / results[base]["by_workers"][w][key]
+        except (KeyError, ZeroDivisionError, TypeError):
+            r, why = math.nan, why or "not measured"
+        detail = f"not measured: {why}" if why else f"{key} ratio {r:.2f}x, workers={w}"
+        goals.append(Goal(f"{label}, workers={w}", f"<= {maximum}x", r, r <= maximum, detail))
+    for name, probe in probes.items():
+        if "error" in probe:
+            continue
+        variant = name.partition("/")[2] or "png32"
+        if name.startswith("raw_read"):
+            us = probe["us_per_sample"]
+            peer = "litdata"
+            if peer in us:
+                r = us[peer] / us["torch_ipfs"]
+                detail = (
+                    "us per sample: "
+                    + ", ".join(f"{k} {v}" for k, v in us.items())
+                    + f" ({probe['rounds']} rounds, median)"
+                )
+            else:
+                r, detail = math.nan, "not measured: litdata not installed here (tox -e bench)"
+            goals.append(Goal(f"{variant}: raw read path vs litdata (no DataLoader, no decode)", ">= 1.0x", r,
+                              r >= 1.0, detail))  # fmt: skip
+        if name.startswith("export"):
+            rate = probe["samples_per_s"]
+            r = rate["torch_ipfs export"] / rate["webdataset ShardWriter"]
+            detail = "export from encoded bytes, samples/s: " + ", ".join(f"{k} {v}" for k, v in rate.items())
+            goals.append(Goal(f"{variant}: export from encoded bytes vs ShardWriter", ">= 0.8x", r, r >= 0.8,
+                              detail))  # fmt: skip
+        if name.startswith("random_raw"):
+            rate = probe["reads_per_s"]
+            if "mosaic" in rate:
+                r = rate["torch_ipfs"] / rate["mosaic"]
+                detail = "random ds[i] raw reads/s: " + ", ".join(f"{k} {v}" for k, v in rate.items())
+            else:
+                r, detail = math.nan, "not measured: streaming (Mosaic) not installed here (tox -e bench)"
+            goals.append(Goal(f"{variant}: random single-sample raw reads vs Mosaic", ">= 1.0x", r, r >= 1.0,
+                              detail))  # fmt: skip
+    return goals
+
+
 def evaluate(results: dict[str, Any], probes: dict[str, Any], workers: tuple[int, ...]) -> list[Goal]:
     """The goals, judged on ``results`` (contender -> figures) and the separate probes."""
     goals: list[Goal] = []
@@ -215,6 +506,7 @@ def evaluate(results: dict[str, Any], probes: dict[str, Any], workers: tuple[int
             r = _ratio(results, contender, reference, w)
             detail = f"samples/s ratio {r:.2f}x ({what})"
             goals.append(Goal(f"{label}, workers={w}", f">= {minimum}x", r, r >= minimum, detail))
+    goals += issue11_goals(results, probes, workers)
     for name, probe in probes.items():
         if "error" in probe:
             last = probe["error"].strip().splitlines()[-1]

@@ -18,7 +18,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASELINE", "bar_chart", "goals_markdown", "markdown_table", "write_json"]
+__all__ = [
+    "BASELINE",
+    "add_ratios",
+    "bar_chart",
+    "goals_markdown",
+    "markdown_table",
+    "ratios_markdown",
+    "write_json",
+]
 
 BASELINE = "webdataset-local"
 FIGURES = (
@@ -68,6 +76,8 @@ def markdown_table(results: dict[str, Any], baseline: str = BASELINE) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in results.items():
+        if entry.get("not_installed"):
+            lines.append(f"| {name} | - | not installed ({entry['not_installed']}) |" + " |" * 7)
         for workers, f in entry["by_workers"].items():
             variant = name.partition("/")[2]
             reference = f"{baseline}/{variant}" if variant else baseline
@@ -88,6 +98,66 @@ def markdown_table(results: dict[str, Any], baseline: str = BASELINE) -> str:
                 f"{_fmt(f['bytes_per_sample'])} | {_fmt(f['disk_bytes_per_sample'])} |"
             )
     return "\n".join(lines)
+
+
+def _is_ours(name: str) -> bool:
+    return name.startswith("torch_ipfs-")
+
+
+def _rows_and_peers(results: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Rows: torch_ipfs's contenders plus the two peer loaders; columns: every other
+    loader, ceiling and baseline (each variant's own, ``name/variant``)."""
+    names = [n for n, e in results.items() if e.get("by_workers")]
+    rows = [n for n in names if _is_ours(n) or n.startswith(("litdata-local", "mosaic-local"))]
+    peers = [n for n in names if not _is_ours(n)]
+    return rows, peers
+
+
+def add_ratios(results: dict[str, Any]) -> None:
+    """Put ``ratios``: ``{workers: {peer: samples/s ratio}}`` into each row's entry (the
+    same workers and the same variant), for results.json."""
+    rows, peers = _rows_and_peers(results)
+    for name in rows:
+        variant = name.partition("/")[2]
+        entry = results[name]
+        entry["ratios"] = {}
+        for workers, f in entry["by_workers"].items():
+            if f.get("error"):
+                continue
+            out = {}
+            for peer in peers:
+                if peer == name or peer.partition("/")[2] != variant:
+                    continue
+                p = results[peer]["by_workers"].get(workers)
+                if p and not p.get("error") and p.get("samples_per_s"):
+                    out[peer] = round(f["samples_per_s"] / p["samples_per_s"], 3)
+            entry["ratios"][workers] = out
+
+
+def ratios_markdown(results: dict[str, Any]) -> str:
+    """Samples/s of each torch_ipfs contender (and litdata's, Mosaic's) over every peer's,
+    one table per data variant."""
+    rows, peers = _rows_and_peers(results)
+    if not rows:
+        return "none measured"
+    missing = [f"`{n}` ({e['not_installed']})" for n, e in results.items() if e.get("not_installed")]
+    tables = []
+    for variant in dict.fromkeys(n.partition("/")[2] for n in rows):
+        cols = [p for p in peers if p.partition("/")[2] == variant]
+        short = [p.partition("/")[0] for p in cols]
+        title = f"{variant or 'first variant'}:\n\n" if variant else ""
+        lines = ["| contender | workers | " + " | ".join(f"/ {p}" for p in short) + " |"]
+        lines.append("|---|---:|" + "---:|" * len(cols))
+        for name in rows:
+            if name.partition("/")[2] != variant:
+                continue
+            for workers, ratios in results[name].get("ratios", {}).items():
+                cells = [f"{ratios[p]:.2f}x" if p in ratios else "" for p in cols]
+                lines.append(f"| {name} | {workers} | " + " | ".join(cells) + " |")
+        tables.append(title + "\n".join(lines))
+    if missing:
+        tables.append("Not installed in this environment (run `tox -e bench`): " + ", ".join(missing))
+    return "\n\n".join(tables)
 
 
 def goals_markdown(goals: list[dict[str, Any]]) -> str:

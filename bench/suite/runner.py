@@ -24,7 +24,15 @@ from bench.suite import goals as goal_probes
 from bench.suite.contenders import Contender, Context, all_contenders, preload
 from bench.suite.data import BenchData, Profile, prepare
 from bench.suite.measure import PassFigures, isolated, measure_pass, median_figures
-from bench.suite.report import bar_chart, goals_markdown, markdown_table, write_json
+from bench.suite.peers import installed
+from bench.suite.report import (
+    add_ratios,
+    bar_chart,
+    goals_markdown,
+    markdown_table,
+    ratios_markdown,
+    write_json,
+)
 from bench.suite.server import GatewayProcess
 
 __all__ = ["SuiteRun", "run_suite"]
@@ -80,10 +88,19 @@ class SuiteRun:
             stack.callback(shutil.rmtree, ctx_scratch, ignore_errors=True)
             gateways = {d: stack.enter_context(GatewayProcess(data.home, d)) for d in profile.delays}
             ctx = Context(data, profile.batch_size, {d: g.url for d, g in gateways.items()}, ctx_scratch)
+            wanted = [c for c in all_contenders(profile.delays) if self._wanted(c.name + suffix)]
+            for contender in wanted:  # every entry in report order, measured or not
+                entry = {"description": contender.description, "by_workers": {}}
+                self.results[contender.name + suffix] = entry
+                if contender.requires and not installed(contender.requires):
+                    entry["not_installed"] = contender.requires
+                    log.info(
+                        "%s: %s is not installed here (tox -e bench)", contender.name, contender.requires
+                    )
             runs = [
                 (contender.name + suffix, contender, workers)
-                for contender in all_contenders(profile.delays)
-                if self._wanted(contender.name + suffix)
+                for contender in wanted
+                if not (contender.requires and not installed(contender.requires))
                 for workers in profile.workers
             ]
             passes: dict[tuple[str, int], list[PassFigures]] = {}
@@ -146,8 +163,9 @@ class SuiteRun:
             if workers == max(profile.workers):
                 entry.update({k: figures[k] for k in HEADLINE_FIGURES})
                 entry["workers"] = workers
+        add_ratios(self.results)
 
-    def run_probes(self, data: BenchData) -> None:
+    def run_probes(self, data: BenchData, suffix: str = "") -> None:
         profile = self.profile
         jobs = {
             "map_blocks": (goal_probes.map_block_probe, data, profile.map_probe_samples),
@@ -160,6 +178,15 @@ class SuiteRun:
             ),
             "rss_map": (goal_probes.rss_over_epochs, data, profile.rss_epochs, profile.batch_size, "map"),
         }
+        if suffix:  # later variants: only the raw-read probes
+            jobs = {}
+        jobs.update(
+            {
+                "raw_read" + suffix: (goal_probes.raw_read_probe, data, profile.raw_probe_samples),
+                "random_raw" + suffix: (goal_probes.random_raw_probe, data, profile.random_probe_samples),
+                "export" + suffix: (goal_probes.export_probe, data),
+            }
+        )
         for name, (fn, *args) in jobs.items():
             if not self._wanted(name):
                 continue
@@ -185,9 +212,9 @@ class SuiteRun:
                 len(data.shard_paths),
                 time.perf_counter() - started,
             )
-            self.measure_variant(data, "" if i == 0 else f"/{variant.name}")
-            if i == 0:
-                self.run_probes(data)
+            suffix = "" if i == 0 else f"/{variant.name}"
+            self.measure_variant(data, suffix)
+            self.run_probes(data, suffix)
 
     def write(self, seconds: float, load_before: tuple[float, ...]) -> dict[str, Any]:
         goals = [g.as_dict() for g in goal_probes.evaluate(self.results, self.probes, self.profile.workers)]
@@ -222,7 +249,16 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("torch", "torchvision", "webdataset", "httpx", "pillow", "numpy"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "webdataset",
+        "litdata",
+        "mosaicml-streaming",
+        "httpx",
+        "pillow",
+        "numpy",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -248,7 +284,9 @@ def _report_markdown(
         f"{load['load_average_before'][0]:.1f} before / {load['load_average_after'][0]:.1f} after, "
         f"{meta['seconds']:.0f} s in all.\n\n"
         f"## Throughput, first batch, memory, bytes (ratios vs webdataset-local, same workers)\n\n"
-        f"{markdown_table(results)}\n\n## Goals (issue 7)\n\n{goals_markdown(goals)}\n\n"
+        f"{markdown_table(results)}\n\n"
+        f"## torch_ipfs against every peer (samples/s ratio, same workers, same data)\n\n"
+        f"{ratios_markdown(results)}\n\n## Goals (issue 7)\n\n{goals_markdown(goals)}\n\n"
         f"## Contenders\n\n{descriptions}\n\n## Failures\n\n{failures}\n"
     )
 

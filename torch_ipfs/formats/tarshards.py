@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath
 from torch_ipfs.errors import ManifestError
 from torch_ipfs.formats import tar
@@ -335,12 +336,34 @@ class TarShardsLayout(Layout):
     def _where(self, i: int) -> str:
         return f"{self.where}: {self.shards[i].label}"
 
+    #: Shard files kept open per process (each holds its decoded root node, a few KB):
+    #: a random read then never re-opens its shard nor re-decodes the root.
+    max_open_shards = 1024
+
     def _checked_file(self, i: int) -> Any:
+        pid = os.getpid()
+        open_files: dict[int, Any] | None = getattr(self, "_open", None)
+        if open_files is None or getattr(self, "_open_pid", None) != pid:
+            open_files = {}
+            self._open: dict[int, Any] = open_files
+            self._open_pid = pid
+        f = open_files.get(i)
+        if f is not None:
+            return f
         f = self.file(self._ref(i))
         size = self._declared_size(i)
         if size is not None and f.size != size:
             raise ManifestError(f"{self._where(i)}: the manifest says {size} bytes, the file has {f.size}")
+        if len(open_files) >= self.max_open_shards:
+            open_files.pop(next(iter(open_files)))  # the oldest opened
+        open_files[i] = f
         return f
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_open", None)  # file objects hold sources of this process
+        state.pop("_open_pid", None)
+        return state
 
     def shard_sizes(self) -> list[int]:
         """Samples in each shard, in order (from the manifest: no shard is read for it,
@@ -372,17 +395,32 @@ class TarShardsLayout(Layout):
         idx = self._index(shard)
         j = self._first(shard) + offset
         start, length = idx.span(j, j + 1)
-        check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[j]!r}")  # before reading
+        limit = config.max_sample_bytes()
+        if length > limit:  # before reading
+            check_sample_size(length, f"{self._where(shard)}: sample {idx.keys[j]!r}", limit)
         data = self._checked_file(shard).read_range(start, length)
-        where = self._where(shard)
+        where = self._where_cached(shard)
         key = idx.keys[j]
         if len(data) != length:
             raise ManifestError(f"{where}: sample {key!r} is cut off by the end of the file")
-        samples = list(tar.group_samples(tar.iter_members([data], where, start), where))
+        samples = list(tar.samples_of([data], where, start, limit))
         if len(samples) != 1 or samples[0].key != key:
             found = [s.key for s in samples]
             raise ManifestError(f"{where}: index says sample {key!r} at {start}, found {found}")
         return samples[0]
+
+    def _where_cached(self, i: int) -> str:
+        """:meth:`_where` of shard ``i``, made once (a v2 table's CID costs a decode)."""
+        wheres: dict[int, str] | None = getattr(self, "_wheres", None)
+        if wheres is None:
+            wheres = {}
+            self._wheres: dict[int, str] = wheres
+        where = wheres.get(i)
+        if where is None:
+            if len(wheres) >= 4096:
+                wheres.clear()
+            where = wheres[i] = self._where(i)
+        return where
 
     def iter_span(self, shard: int, start: int, stop: int) -> Iterator[RawSample]:
         if start >= stop:
@@ -390,12 +428,12 @@ class TarShardsLayout(Layout):
         idx = self._index(shard)
         first = self._first(shard)
         offset, length = idx.span(first + start, first + stop)
-        where = self._where(shard)
+        where = self._where_cached(shard)
         chunks = self._checked_file(shard).iter_chunks(offset, length)
-        keys = idx.keys
+        keys = idx.keys[first + start : first + stop]  # made once, not per sample
         count = 0
-        for sample in tar.group_samples(tar.iter_members(chunks, where, offset), where):
-            want = keys[first + start + count] if count < stop - start else None
+        for sample in tar.samples_of(chunks, where, offset):
+            want = keys[count] if count < stop - start else None
             if sample.key != want:
                 raise ManifestError(f"{where}: index expects sample {want!r}, the shard has {sample.key!r}")
             count += 1

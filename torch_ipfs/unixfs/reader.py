@@ -29,6 +29,7 @@ from typing import Literal
 from torch_ipfs.cid import CID, DAG_PB, RAW
 from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import UnixFSFormatError
+from torch_ipfs.unixfs.blockcache import default_cache
 from torch_ipfs.unixfs.walk import (
     FileNode,
     _decode_leaf,
@@ -202,6 +203,8 @@ class UnixFSFile:
         self._root = decode_file_node(self.cid, source.get(self.cid), root=True)
         self._inner = _LRU(64, 8 * 1024 * 1024)
         self._leaves = _LRU(leaf_cache, max(leaf_cache, 1) * 2 * 1024 * 1024 + 1)
+        #: the process's verified-block cache (leaves of small reads; shared by every file)
+        self._shared = default_cache()
 
     @property
     def size(self) -> int:
@@ -222,6 +225,10 @@ class UnixFSFile:
         start, end = self._clamp(offset, length)
         if start >= end:
             return b""
+        if end - start < STREAM_THRESHOLD:
+            small = self._read_one_leaf(start, end)
+            if small is not None:
+                return small
         parts = list(self._pieces(start, end, background=end - start >= STREAM_THRESHOLD))
         if len(parts) == 1 and isinstance(parts[0], bytes):
             return parts[0]
@@ -270,6 +277,36 @@ class UnixFSFile:
         return io.BufferedReader(UnixFSRawIO(self), buffer_size=buffer_size)
 
     # -- the walk --------------------------------------------------------------------
+
+    def _read_one_leaf(self, lo: int, hi: int) -> bytes | None:
+        """``[lo, hi)`` when it lies inside one leaf: straight down the tree, no frontier
+        or futures (a map-style sample read). None when it spans several children (or a
+        node with bytes of its own): the general walk reads it.
+
+        The same checks as the walk: depth, each child's size against its parent's
+        promise; every block fetched comes verified from ``source.get``, and is kept in
+        the process's verified-block cache (:mod:`torch_ipfs.unixfs.blockcache`)."""
+        node, start, depth = self._root, 0, 0
+        while node.links:
+            if node.data:
+                return None
+            children = overlapping_children(node, start, lo, hi)
+            if len(children) != 1:
+                return None
+            depth += 1
+            check_depth(node.cid, depth)
+            cid, start, size = children[0]
+            child = self._cached(cid)
+            if child is None:
+                child = decode_file_node(cid, self.source.get(cid))
+                if child.links:
+                    self._inner.put(cid.multihash, child, _node_cost(child))
+                else:
+                    self._shared.put(cid.multihash, child)
+            check_child_size(child.cid, child.size, node.cid, size)
+            node = child
+        data = node.data
+        return bytes(memoryview(data)[lo - start : hi - start])
 
     def _clamp(self, offset: int, length: int) -> tuple[int, int]:
         if offset < 0 or length < 0:
@@ -434,7 +471,8 @@ class UnixFSFile:
     def _cached(self, cid: CID) -> FileNode | None:
         if cid.is_identity:
             return decode_file_node(cid, cid.digest)
-        return self._inner.get(cid.multihash) or self._leaves.get(cid.multihash)
+        key = cid.multihash
+        return self._inner.get(key) or self._leaves.get(key) or self._shared.get(key)
 
     @staticmethod
     def _check_child(node: FileNode, span: _Span) -> None:

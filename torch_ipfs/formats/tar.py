@@ -365,14 +365,19 @@ def iter_members(chunks: Iterable[bytes], where: str, start: int = 0) -> Iterato
 def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Iterator[RawSample]:
     """Group consecutive members by WebDataset key into samples. Files whose basename
     has no extension belong to no sample; they are skipped and logged."""
+    return _group_named(((member.name, data) for member, data in members), where, config.max_sample_bytes())
+
+
+def _group_named(named: Iterable[tuple[str, bytes]], where: str, limit: int) -> Iterator[RawSample]:
+    """:func:`group_samples` over ``(member name, data)`` pairs, each sample's bytes held
+    to ``limit``."""
     key: str | None = None
     fields: dict[str, bytes] = {}
     total = 0
-    limit = config.max_sample_bytes()
-    for member, data in members:
-        split = split_key(member.name)
+    for name, data in named:
+        split = split_key(name)
         if split is None:
-            log.warning("%s: tar member %r has no extension; not part of any sample", where, member.name)
+            log.warning("%s: tar member %r has no extension; not part of any sample", where, name)
             continue
         k, fname = split
         if k != key:
@@ -382,7 +387,8 @@ def group_samples(members: Iterable[tuple[TarMember, bytes]], where: str) -> Ite
         if fname in fields:
             raise ManifestError(f"{where}: sample {k!r} has field {fname!r} twice")
         total += len(data)
-        check_sample_size(total, f"{where}: sample {k!r}", limit)
+        if total > limit:
+            check_sample_size(total, f"{where}: sample {k!r}", limit)
         fields[fname] = data
     if key is not None:
         yield RawSample(key, fields)
@@ -566,26 +572,6 @@ def samples_of(
 ) -> Iterator[RawSample]:
     """:func:`group_samples` of :func:`iter_members`, on the fast path for plain headers
     (``limit``: the per-sample byte limit, default :func:`config.max_sample_bytes`)."""
-    key: str | None = None
-    fields: dict[str, bytes] = {}
-    total = 0
     if limit is None:
         limit = config.max_sample_bytes()
-    for name, data in iter_named_members(chunks, where, start, limit):
-        split = split_key(name)
-        if split is None:
-            log.warning("%s: tar member %r has no extension; not part of any sample", where, name)
-            continue
-        k, fname = split
-        if k != key:
-            if key is not None:
-                yield RawSample(key, fields)
-            key, fields, total = k, {}, 0
-        if fname in fields:
-            raise ManifestError(f"{where}: sample {k!r} has field {fname!r} twice")
-        total += len(data)
-        if total > limit:
-            check_sample_size(total, f"{where}: sample {k!r}", limit)
-        fields[fname] = data
-    if key is not None:
-        yield RawSample(key, fields)
+    return _group_named(iter_named_members(chunks, where, start, limit), where, limit)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.suite.data import PROFILES
-from bench.suite.runner import run_suite
+from bench.suite.runner import PRESETS, run_suite
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--work", type=Path, help="where the exported data lives (default OUT/work; reused)")
     parser.add_argument("--repeats", type=int, help="rounds of passes (default: the profile's)")
-    parser.add_argument("--only", action="append", help="run only contenders/probes whose name contains this")
+    parser.add_argument("--only", action="append", help="run only contenders/probes whose name contains this (=NAME: exactly this name)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="run the contenders and probes of one issue's goals (issue11: the peers and probes of issue 11)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeats < 1:
             parser.error("--repeats must be >= 1")
         profile = dataclasses.replace(profile, repeats=args.repeats)
-    suite, written = run_suite(profile, args.out, args.work, args.only)
+    only = (args.only or []) + (PRESETS[args.preset] if args.preset else [])
+    suite, written = run_suite(profile, args.out, args.work, only or None)
     print(written["report"])
     print(
         f"wrote {args.out}/results.json, report.md, samples_per_s.png in {time.perf_counter() - started:.0f}s"

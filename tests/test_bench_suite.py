@@ -70,7 +70,7 @@ def test_exits_cleanly_and_prints_the_report(bench_run) -> None:
     proc, out = bench_run
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| webdataset-local | 2 |" in proc.stdout
-    assert "## Goals (issue 7)" in proc.stdout
+    assert "## Goals (issues 7 and 11)" in proc.stdout
     report = (out / "report.md").read_text()
     for name in CONTENDER_NAMES:
         if name in MISSING:
@@ -100,8 +100,10 @@ def test_results_json_has_every_contender_with_sane_figures(bench_run) -> None:
         assert set(entry["by_workers"]) == {"0", "2"}, name
         for workers, f in entry["by_workers"].items():
             where = f"{name} workers={workers}"
-            for key in ("samples_per_s", "time_to_first_batch_s", "peak_rss_mb"):
+            for key in ("samples_per_s", "time_to_first_batch_s", "peak_rss_mb", "total_rss_mb"):
                 assert _finite(f[key]) and f[key] > 0, (where, key, f[key])
+            # main + workers is at least the largest worker, and more with workers
+            assert f["total_rss_mb"] >= f["peak_rss_mb"] * (2 if workers == "2" else 1) - 1, where
             for key in ("bytes_per_sample", "disk_bytes_per_sample"):
                 assert _finite(f[key]) and f[key] >= 0, (where, key, f[key])
             assert f["samples"] == SAMPLES, where
@@ -126,7 +128,7 @@ def test_goals_are_all_measured(bench_run) -> None:
     _, out = bench_run
     goals = json.loads((out / "goals.json").read_text())
     names = [g["name"] for g in goals["goals"]]
-    assert len(names) == 7 + 11, names
+    assert len(names) == 7 + 13, names
     assert any("export from encoded bytes vs ShardWriter" in n for n in names)
     assert any("random single-sample raw reads vs Mosaic" in n for n in names)
     assert any("raw read path vs litdata" in n for n in names)
@@ -164,3 +166,17 @@ def test_chart_is_a_valid_png(bench_run) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.size[0] >= 800 and image.size[1] >= 300
+
+
+def test_the_issue11_preset_picks_exact_names_in_every_variant(tmp_path) -> None:
+    from bench.suite.runner import PRESETS, SuiteRun
+
+    run = SuiteRun(PROFILE, tmp_path, tmp_path, PRESETS["issue11"])
+    for name in ("litdata-local", "litdata-local/jpeg224", "webdataset-http-50ms", "random_raw/jpeg224",
+                 "torch_ipfs-gateway-50ms-cold", "tarfile-loop", "export"):  # fmt: skip
+        assert run._wanted(name), name
+    for name in ("litdata-local-remote+cache", "webdataset-http", "torch_ipfs-gateway-50ms-warm",
+                 "torch_ipfs-gateway-0ms-cold", "in-memory-tensors", "rss_map", "map_blocks"):  # fmt: skip
+        assert not run._wanted(name), name
+    substring = SuiteRun(PROFILE, tmp_path, tmp_path, ["gateway"])
+    assert substring._wanted("torch_ipfs-gateway-0ms-warm") and not substring._wanted("litdata-local")

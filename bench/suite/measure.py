@@ -12,6 +12,9 @@ What is counted, per pass:
   ``num_workers=0``, reset with ``/proc/self/clear_refs`` at the start; with workers, the
   largest ``VmHWM`` of the worker processes, read while they are alive). A forked worker
   counts the pages it shares with its parent, so this is "memory a worker touches".
+  ``total_rss_mb``: the sum of the ``VmHWM`` of the loading child and of every worker
+  (issue 11's "peak RSS of main + workers"); pages shared after the fork count once per
+  process, alike for every contender.
 - ``disk_bytes``: ``rchar`` from ``/proc/<pid>/io`` (bytes returned by read-like system
   calls) of the loading processes over the pass: the measuring child (less what the probe
   itself read from ``/proc``) with ``num_workers=0``, the workers otherwise (the main
@@ -51,6 +54,7 @@ class PassFigures:
     seconds: float
     time_to_first_batch_s: float
     peak_rss_mb: float
+    total_rss_mb: float
     disk_bytes: int
     net_bytes: int
     pixel_sum: int
@@ -153,14 +157,16 @@ def measure_pass(
         # memory): what was fetched is what the workers read.
         disk = sum(probe.rchar.get(pid, 0) for pid in workers)
         peak_kb = max(probe.hwm_kb.get(pid, 0) for pid in workers)
+        total_kb = probe.hwm_kb.get(me, 0) + sum(probe.hwm_kb.get(pid, 0) for pid in workers)
     else:
         disk = probe.rchar.get(me, 0) - start_rchar - probe.own_bytes
-        peak_kb = probe.hwm_kb.get(me, 0)
+        peak_kb = total_kb = probe.hwm_kb.get(me, 0)
     return PassFigures(
         samples=samples,
         seconds=seconds,
         time_to_first_batch_s=first,
         peak_rss_mb=peak_kb / 1024,
+        total_rss_mb=total_kb / 1024,
         disk_bytes=max(0, disk),
         net_bytes=net,
         pixel_sum=pixel_sum,
@@ -189,6 +195,7 @@ def median_figures(passes: list[PassFigures]) -> dict[str, Any]:
         "samples_per_s_max": max(p.samples_per_s for p in passes),
         "time_to_first_batch_s": med(p.time_to_first_batch_s for p in passes),
         "peak_rss_mb": max(p.peak_rss_mb for p in passes),
+        "total_rss_mb": max(p.total_rss_mb for p in passes),
         "bytes_per_sample": med(p.net_bytes for p in passes) / total if total else math.nan,
         "disk_bytes_per_sample": med(p.disk_bytes for p in passes) / total if total else math.nan,
         "samples": total,

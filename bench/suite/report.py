@@ -33,6 +33,7 @@ FIGURES = (
     "samples_per_s",
     "time_to_first_batch_s",
     "peak_rss_mb",
+    "total_rss_mb",
     "bytes_per_sample",
     "disk_bytes_per_sample",
 )
@@ -72,29 +73,32 @@ def markdown_table(results: dict[str, Any], baseline: str = BASELINE) -> str:
     workers and the same data (``name/variant`` rows against ``baseline/variant``)."""
     lines = [
         f"| contender | workers | samples/s (min-max) | vs {baseline} | first batch (s) | vs | "
-        "peak RSS/worker (MB) | vs | net bytes/sample | disk bytes/sample |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "peak RSS/worker (MB) | vs | RSS main+workers (MB) | vs | net bytes/sample | disk bytes/sample |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in results.items():
         if entry.get("not_installed"):
-            lines.append(f"| {name} | - | not installed ({entry['not_installed']}) |" + " |" * 7)
+            lines.append(f"| {name} | - | not installed ({entry['not_installed']}) |" + " |" * 9)
         for workers, f in entry["by_workers"].items():
             variant = name.partition("/")[2]
             reference = f"{baseline}/{variant}" if variant else baseline
             base = results.get(reference, {}).get("by_workers", {}).get(workers)
             if f.get("error"):
                 lines.append(
-                    f"| {name} | {workers} | FAILED: {f['error'].splitlines()[-1][:80]} |" + " |" * 7
+                    f"| {name} | {workers} | FAILED: {f['error'].splitlines()[-1][:80]} |" + " |" * 9
                 )
                 continue
 
             def vs(key: str, f: dict[str, Any] = f, base: dict[str, Any] | None = base) -> str:
-                return _ratio(f[key], base[key]) if base and not base.get("error") else "n/a"
+                if not base or base.get("error") or key not in f or key not in base:
+                    return "n/a"
+                return _ratio(f[key], base[key])
 
             lines.append(
                 f"| {name} | {workers} | {_fmt(f['samples_per_s'])} ({_spread(f)}) | {vs('samples_per_s')} | "
                 f"{_fmt(f['time_to_first_batch_s'], 3)} | {vs('time_to_first_batch_s')} | "
                 f"{_fmt(f['peak_rss_mb'])} | {vs('peak_rss_mb')} | "
+                f"{_fmt(f.get('total_rss_mb', math.nan))} | {vs('total_rss_mb')} | "
                 f"{_fmt(f['bytes_per_sample'])} | {_fmt(f['disk_bytes_per_sample'])} |"
             )
     return "\n".join(lines)
@@ -165,9 +169,8 @@ def goals_markdown(goals: list[dict[str, Any]]) -> str:
     for g in goals:
         measured = g["measured"]
         shown = _fmt(measured, 2) if isinstance(measured, float) else str(measured)
-        lines.append(
-            f"| {g['name']} | {g['target']} | {shown} | {'yes' if g['met'] else '**no**'} | {g['detail']} |"
-        )
+        met = "yes" if g["met"] else "not measured" if g["detail"].startswith("not measured") else "**no**"
+        lines.append(f"| {g['name']} | {g['target']} | {shown} | {met} | {g['detail']} |")
     return "\n".join(lines)
 
 

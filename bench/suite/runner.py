@@ -35,7 +35,26 @@ from bench.suite.report import (
 )
 from bench.suite.server import GatewayProcess
 
-__all__ = ["SuiteRun", "run_suite"]
+__all__ = ["PRESETS", "SuiteRun", "run_suite"]
+
+#: ``--preset NAME``: the contenders and probes one issue's goals are judged on, so that
+#: every ratio of those goals comes from one run.
+PRESETS: dict[str, list[str]] = {
+    "issue11": [
+        "=tarfile-loop",  # the reference checksum every contender must match
+        "=decode-only-ceiling",
+        "=webdataset-local",
+        "=webdataset-http-50ms",
+        "=litdata-local",
+        "=mosaic-local",
+        "=torch_ipfs-embedded-iterable",
+        "=torch_ipfs-embedded-map",
+        "=torch_ipfs-gateway-50ms-cold",
+        "=raw_read",
+        "=random_raw",
+        "=export",
+    ],
+}
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +62,7 @@ HEADLINE_FIGURES = (
     "samples_per_s",
     "time_to_first_batch_s",
     "peak_rss_mb",
+    "total_rss_mb",
     "bytes_per_sample",
     "disk_bytes_per_sample",
 )
@@ -70,7 +90,12 @@ class SuiteRun:
         self.data: list[BenchData] = []
 
     def _wanted(self, name: str) -> bool:
-        return not self.only or any(part in name for part in self.only)
+        """``only`` entries match as substrings; ``=name`` matches one name exactly (the
+        variant suffix ``/jpeg224`` aside)."""
+        if not self.only:
+            return True
+        base = name.partition("/")[0]
+        return any(base == part[1:] if part.startswith("=") else part in name for part in self.only)
 
     def measure_variant(self, data: BenchData, suffix: str) -> None:
         """Every contender x ``num_workers`` over one exported variant.
@@ -286,7 +311,7 @@ def _report_markdown(
         f"## Throughput, first batch, memory, bytes (ratios vs webdataset-local, same workers)\n\n"
         f"{markdown_table(results)}\n\n"
         f"## torch_ipfs against every peer (samples/s ratio, same workers, same data)\n\n"
-        f"{ratios_markdown(results)}\n\n## Goals (issue 7)\n\n{goals_markdown(goals)}\n\n"
+        f"{ratios_markdown(results)}\n\n## Goals (issues 7 and 11)\n\n{goals_markdown(goals)}\n\n"
         f"## Contenders\n\n{descriptions}\n\n## Failures\n\n{failures}\n"
     )
 

@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--work", type=Path, help="where the exported data lives (default OUT/work; reused)")
     parser.add_argument("--repeats", type=int, help="rounds of passes (default: the profile's)")
-    parser.add_argument("--only", action="append", help="run only contenders/probes whose name contains this (=NAME: exactly this name)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only contenders/probes whose name contains this (=NAME: exactly this name)",
+    )
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),

@@ -372,7 +372,12 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
         """Decoded samples of one span; :data:`~torch_ipfs.sharding.SKIPPED` in place of
         each sample that failed under ``on_error="skip"``/``"warn"``."""
         self._wait_for_prefetch(span)
-        raw_iter = self.layout.iter_span(span.shard, span.start, span.stop)
+        fields, label_pos = self._raw_tuple()
+        if fields is None:
+            raw_iter: Iterator[Any] = self.layout.iter_span(span.shard, span.start, span.stop)
+        else:
+            raw_iter = self.layout.iter_span_values(span.shard, span.start, span.stop, fields)
+        plain = self.transform is None and self.target_transform is None
         for position in range(span.start, span.stop):
             try:
                 raw = next(raw_iter)
@@ -386,6 +391,18 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                 for _ in range(rest):
                     yield SKIPPED
                 return
+            if type(raw) is tuple:  # already the item's undecoded values (see _raw_tuple)
+                if plain:
+                    yield raw
+                    continue
+                try:
+                    sample = self._apply(raw, label_pos)
+                except (IPFSError, OSError, ValueError) as e:
+                    self._failed(e, f"sample {position} of shard {span.shard}")
+                    yield SKIPPED
+                else:
+                    yield sample
+                continue
             try:
                 sample = self.make_item(raw)
             except (IPFSError, OSError, ValueError) as e:
@@ -393,6 +410,25 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                 yield SKIPPED
             else:
                 yield sample
+
+    def _raw_tuple(self) -> tuple[tuple[str, ...] | None, int]:
+        """``(fields, label position)`` when every item is the tuple of those fields'
+        bytes, undecoded (``decode="raw"`` on a tuple-shaped dataset, or ``fields=``):
+        the layout may then hand such tuples over as they are. ``(None, -1)`` otherwise."""
+        found: tuple[tuple[str, ...] | None, int] | None = self.__dict__.get("_raw_tuple_of")
+        if found is None:
+            found = (None, -1)
+            schema = self.schema
+            if self.items == "samples":
+                if self.fields is not None:
+                    found = (self.fields, -1)
+                elif schema.types and schema.structure == "tuple":
+                    names = tuple(schema.types)
+                    found = (names, names.index(schema.label_field) if schema.label_field in names else -1)
+            if found[0] is not None and any(self.decoder._spec_of(f)[1] != "raw" for f in found[0]):
+                found = (None, -1)
+            self.__dict__["_raw_tuple_of"] = found
+        return found
 
     def extra_repr(self) -> str:
         return (

@@ -378,38 +378,38 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
         else:
             raw_iter = self.layout.iter_span_values(span.shard, span.start, span.stop, fields)
         plain = self.transform is None and self.target_transform is None
-        for position in range(span.start, span.stop):
-            try:
-                raw = next(raw_iter)
-            except StopIteration:
-                return  # the base class reports the short span
-            except (IPFSError, OSError, ValueError) as e:
-                # the stream itself broke: the rest of this span cannot be read
-                rest = span.stop - position
-                self._failed(e, f"shard {span.shard} samples {position}..{span.stop - 1}")
-                self.skipped += rest - 1
-                for _ in range(rest):
-                    yield SKIPPED
-                return
-            if type(raw) is tuple:  # already the item's undecoded values (see _raw_tuple)
-                if plain:
-                    yield raw
-                    continue
-                try:
-                    sample = self._apply(raw, label_pos)
-                except (IPFSError, OSError, ValueError) as e:
-                    self._failed(e, f"sample {position} of shard {span.shard}")
-                    yield SKIPPED
+        position = span.start
+        stop = span.stop
+        try:
+            for raw in raw_iter:
+                if type(raw) is tuple:  # already the item's undecoded values (see _raw_tuple)
+                    if plain:
+                        sample = raw
+                    else:
+                        try:
+                            sample = self._apply(raw, label_pos)
+                        except (IPFSError, OSError, ValueError) as e:
+                            self._failed(e, f"sample {position} of shard {span.shard}")
+                            sample = SKIPPED
                 else:
-                    yield sample
-                continue
-            try:
-                sample = self.make_item(raw)
-            except (IPFSError, OSError, ValueError) as e:
-                self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
-                yield SKIPPED
-            else:
+                    try:
+                        sample = self.make_item(raw)
+                    except (IPFSError, OSError, ValueError) as e:
+                        self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
+                        sample = SKIPPED
+                position += 1
                 yield sample
+                if position >= stop:
+                    return
+        except (IPFSError, OSError, ValueError) as e:
+            # The stream itself broke (or on_error="raise" re-raised a sample's error:
+            # _failed raises it again): the rest of this span cannot be read.
+            rest = stop - position
+            self._failed(e, f"shard {span.shard} samples {position}..{stop - 1}")
+            self.skipped += rest - 1
+            for _ in range(rest):
+                yield SKIPPED
+        # a stream that ended early: the base class reports the short span
 
     def _raw_tuple(self) -> tuple[tuple[str, ...] | None, int]:
         """``(fields, label position)`` when every item is the tuple of those fields'

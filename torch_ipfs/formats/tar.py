@@ -13,7 +13,7 @@ import itertools
 import logging
 import tarfile
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -602,26 +602,41 @@ _WINDOW_BYTES = 1 << 20
 _JOIN_BELOW = 16 * 1024
 _NAME = 100  # bytes of a header's name field
 _DOT = 0x2E
-# One matrix product (float32 BLAS: every partial sum stays below 2^24, so exact) gives,
-# per header, the byte sum without the checksum field and the stored checksum (6 octal
-# digits), each plus a constant (the digits' "0"s, the field's 8 spaces) taken off after.
-_WEIGHTS = np.zeros((BLOCK, 2), dtype=np.float32)
-_WEIGHTS[:, 0] = 1
-_WEIGHTS[148:156, 0] = 0
-_WEIGHTS[148:154, 1] = 8 ** np.arange(5, -1, -1)
-_ZEROS = np.array([-256, 48 * _WEIGHTS[:, 1].sum()], dtype=np.float32)
 _SIZE_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
 _SIZE_ZERO = 48 * int(_SIZE_WEIGHTS.sum())
-#: Octal digit positions (size, checksum) and fixed bytes: size terminator NUL or space,
-#: checksum terminator NUL then space, type "0", NUL or "7".
-_DIGIT_COLS = np.r_[124:135, 148:154]
-_FIXED_COLS = np.array([135, 154, 155, 156])
-_FIXED_OK = np.zeros((4, 256), dtype=bool)
-_FIXED_OK[0, [0, 32]] = True
-_FIXED_OK[1, 0] = True
-_FIXED_OK[2, 32] = True
-_FIXED_OK[3, list(_PLAIN_TYPES)] = True
-_FIXED_ROWS = np.arange(4)
+#: The header bytes 124..156 the fast path requires in one form, as a table of allowed
+#: values per position: size (11 octal digits, then NUL or space), mtime etc. (any),
+#: checksum (6 octal digits, NUL, space), type ("0", NUL or "7").
+_FIELD_COLS = np.arange(124, 157)
+_FIELD_ROWS = np.arange(len(_FIELD_COLS))[None, :]
+_FIELD_OK = np.ones((len(_FIELD_COLS), 256), dtype=bool)
+for _col in [*range(124, 135), *range(148, 154)]:
+    _FIELD_OK[_col - 124] = False
+    _FIELD_OK[_col - 124, 48:56] = True
+for _col, _allowed in ((135, [0, 32]), (154, [0]), (155, [32]), (156, sorted(_PLAIN_TYPES))):
+    _FIELD_OK[_col - 124] = False
+    _FIELD_OK[_col - 124, _allowed] = True
+_MAX_DIGITS = 18
+_TENS = 10 ** np.arange(_MAX_DIGITS - 1, -1, -1, dtype=np.int64)
+_LANES = np.uint64(0x00FF00FF00FF00FF)
+_CHECKSUM_WEIGHTS = 8 ** np.arange(5, -1, -1, dtype=np.int64)
+
+
+def _checksums_ok(heads: np.ndarray) -> bool:
+    """Whether every header (row) has its unsigned checksum in bytes 148..153, given
+    that those are octal digits and 154..155 NUL and space (checked before). The byte
+    sums are taken 4 lanes of 16 bits at a time in 64-bit words: no lane can overflow
+    (64 words x 2 bytes x 255 < 2^16)."""
+    words = heads.view(np.uint64)
+    lanes = ((words & _LANES) + ((words >> np.uint64(8)) & _LANES)).sum(axis=1, dtype=np.uint64)
+    total = (lanes & np.uint64(0xFFFF)) + ((lanes >> np.uint64(16)) & np.uint64(0xFFFF))
+    total = total + ((lanes >> np.uint64(32)) & np.uint64(0xFFFF)) + (lanes >> np.uint64(48))
+    digits = heads[:, 148:154].astype(np.int64)
+    field = digits.sum(axis=1) + 32  # the 6 digits, NUL, space
+    stored = (digits - 48) @ _CHECKSUM_WEIGHTS
+    return bool(np.array_equal(total.astype(np.int64) - field + 256, stored))
+
+
 _USTAR = np.frombuffer(b"ustar\x00", dtype=np.uint8)
 
 
@@ -795,33 +810,39 @@ class _IndexedSpan:
         k = len(raw_fields)
         blocks = np.frombuffer(buf, dtype=np.uint8, offset=skip, count=(len(buf) - skip) // BLOCK * BLOCK)
         blocks = blocks.reshape(-1, BLOCK)
+        last_row = len(blocks) - 1
         pos = offs[:-1]
-        steps = []
-        for _ in range(k):  # positions follow the sizes (clipped: checked by the end)
-            rows = blocks.take(pos >> 9, axis=0, mode="clip")
-            size = rows[:, 124:135] @ _SIZE_WEIGHTS - _SIZE_ZERO
-            steps.append((rows, pos + (BLOCK + skip), size))
+        at = []
+        for _ in range(k):  # where each member is follows from the sizes before it
+            at.append(pos)
+            size = blocks[np.clip(pos >> 9, 0, last_row), 124:135] @ _SIZE_WEIGHTS - _SIZE_ZERO
             pos = pos + BLOCK + ((size + (BLOCK - 1)) & -BLOCK)
-        # Positions only grow: a sample whose members do not end exactly at the next
-        # sample's offset (too few, too many, a size too large) fails here.
+        # A sample whose members do not end exactly at the next sample's offset (too few,
+        # too many, a size too large) fails here. Sizes read from bytes that are not
+        # octal digits are garbage (even negative) until the checks below refuse them.
         if not np.array_equal(pos, offs[1:]):
             return None
-        heads = np.concatenate([rows for rows, _, _ in steps]) if k > 1 else steps[0][0]
-        sums = heads.astype(np.float32) @ _WEIGHTS - _ZEROS
+        where = np.concatenate(at) if k > 1 else at[0]
+        if int(where.min()) < 0 or int(where.max()) > last_row * BLOCK:
+            return None
+        heads = blocks[where >> 9]  # header s of sample i is row s * n + i
         if not (
-            np.array_equal(sums[:, 0], sums[:, 1])
-            and not bool(((heads[:, _DIGIT_COLS] - 48) > 7).any())  # uint8: below "0" wraps
-            and bool(_FIXED_OK[_FIXED_ROWS, heads[:, _FIXED_COLS]].all())
+            bool(_FIELD_OK[_FIELD_ROWS, heads[:, _FIELD_COLS]].all())  # octal digits, terminators, type
+            and _checksums_ok(heads)
+            and self.names_match(heads, raw_fields, j0, j1)
         ):
             return None
         prefixed = heads[:, 345] != 0
         if prefixed.any() and bool(((heads[:, 257:263] == _USTAR).all(axis=1) & prefixed).any()):
             return None
-        if not self.names_match(heads, raw_fields, j0, j1):
-            return None
         self.count_headers(n * k)
         self.prev_key = self.key_bytes(j1 - 1)
-        columns = [[buf[a:b] for a, b in zip(at.tolist(), (at + size).tolist())] for _, at, size in steps]
+        sizes = (heads[:, 124:135] @ _SIZE_WEIGHTS - _SIZE_ZERO).tolist()
+        starts = (where + (BLOCK + skip)).tolist()
+        columns = [
+            [buf[a : a + size] for a, size in zip(starts[s * n : (s + 1) * n], sizes[s * n : (s + 1) * n])]
+            for s in range(k)
+        ]
         fields = self.fields
         if fields is not None and len(fields) == k and set(fields) == set(names):
             if names != fields:
@@ -831,53 +852,50 @@ class _IndexedSpan:
         return [RawSample(key, dict(zip(names, values))) for key, values in zip(keys, zip(*columns))]
 
     def names_match(self, heads: np.ndarray, raw_fields: tuple[bytes, ...], j0: int, j1: int) -> bool:
-        """Whether header ``s * n + i`` is named ``<key of sample j0 + i>.<raw_fields[s]>``."""
+        """Whether header ``s * n + i`` is named ``<key of sample j0 + i>.<raw_fields[s]>``
+        (then NULs to the end of the name field)."""
         n = j1 - j0
+        k = len(raw_fields)
+        expected = np.empty((k * n, _NAME), dtype=np.uint8)
         if self.decimal is not None:
             base, width = self.decimal
-            digits = heads[:, :width] - 48
-            if bool((digits > 9).any()):
-                return False
-            numbers = digits @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
-            want = np.arange(base + self.start + j0, base + self.start + j1, dtype=np.int64)
-            if not np.array_equal(numbers, np.tile(want, len(raw_fields))):
-                return False
+            numbers = np.arange(base + self.start + j0, base + self.start + j1, dtype=np.int64)
+            digits = (numbers[:, None] // _TENS[_MAX_DIGITS - width :]) % 10 + 48
             for s, fname in enumerate(raw_fields):
                 tail = (b"." + fname).ljust(_NAME - width, b"\0")
                 if len(tail) != _NAME - width:
                     return False
-                row = np.frombuffer(tail, dtype=np.uint8)
-                if not bool((heads[s * n : (s + 1) * n, width:_NAME] == row).all()):
-                    return False
-            return True
+                rows = expected[s * n : (s + 1) * n]
+                rows[:, :width] = digits
+                rows[:, width:] = np.frombuffer(tail, dtype=np.uint8)
+            return bool((heads[:, :_NAME] == expected).all())
         keys = [self.key_bytes(j) for j in range(j0, j1)]
-        if any(k is None for k in keys):
+        if any(key is None for key in keys):
             return False
         encoded: list[bytes] = keys  # type: ignore[assignment]
         if any(a == b for a, b in zip(encoded, encoded[1:])):
             return False
         for s, fname in enumerate(raw_fields):
-            names = [k + b"." + fname for k in encoded]
-            if any(len(m) > _NAME for m in names):
+            names = [key + b"." + fname for key in encoded]
+            if any(len(name) > _NAME for name in names):
                 return False
-            want = np.frombuffer(b"".join(m.ljust(_NAME, b"\0") for m in names), dtype=np.uint8)
-            if not np.array_equal(heads[s * n : (s + 1) * n, :_NAME], want.reshape(n, _NAME)):
-                return False
-        return True
+            flat = b"".join(name.ljust(_NAME, b"\0") for name in names)
+            expected[s * n : (s + 1) * n] = np.frombuffer(flat, dtype=np.uint8).reshape(n, _NAME)
+        return bool((heads[:, :_NAME] == expected).all())
 
-    def samples(self, buf: bytes, base: int, j0: int, j1: int) -> Generator[Any, None, int]:
-        """Yield samples ``j0 .. j1-1`` out of ``buf`` (archive bytes from offset
-        ``base``) while they pass the checks; return the first one that did not (or j1)."""
+    def samples(self, buf: bytes, base: int, j0: int, j1: int) -> list[Any]:
+        """Samples ``j0 .. j1-1`` out of ``buf`` (archive bytes from offset ``base``), as
+        far as they pass the checks: all of them, or those before the first that did not."""
         found = self.window(buf, base, j0, j1) if j1 - j0 >= _MIN_WINDOW else None
         if found is not None:
-            yield from found
-            return j1
+            return found
+        out = []
         for j in range(j0, j1):  # few samples, or ones that vary: one by one
             sample = self.one(buf, base, j)
             if sample is None:
-                return j
-            yield sample
-        return j1
+                break
+            out.append(sample)
+        return out
 
     # -- the strict rest
 
@@ -940,10 +958,15 @@ def iter_indexed(
     # only a sample split between chunks is copied out of them.
     target = _WINDOW_BYTES if ends[-1] - ends[0] <= n * _JOIN_BELOW else 0
     it = iter(chunks)
-    j = 0
+    j = 0  # the next sample to check
     base = ends[0]  # archive offset of pending[0]
     pending: list[Any] = []
     have = 0
+    # The last checked sample is held back until the next one passes too: were the next
+    # sample's first member named with its key, the strict walker would have made them
+    # one sample. ``held_bytes``: its bytes, for the strict walker to start from then.
+    held: Any = None
+    held_bytes: Any = None
     more = True
     while more:
         chunk = next(it, None)
@@ -961,21 +984,35 @@ def iter_indexed(
         else:  # sample j began in earlier chunks and ends in this one
             at = base + have - len(chunk)
             joined = b"".join([*pending[:-1], memoryview(chunk)[: ends[j + 1] - at]])
-            if (yield from span.samples(joined, base, j, j + 1)) == j:
+            found = span.samples(joined, base, j, j + 1)
+            if not found:
                 break
+            if held is not None:
+                yield held
+            held, held_bytes = found[0], memoryview(joined)
             j += 1
             buf = chunk
+            pending = [chunk]
         m = min(int(np.searchsorted(offsets, at + len(buf), side="right")) - 1, fast_end)
         if m > j:
-            failed = yield from span.samples(buf, at, j, m)
-            if failed < m:
-                j = failed
+            found = span.samples(buf, at, j, m)
+            if found:
+                if held is not None:
+                    yield held
+                yield from found[:-1] if len(found) > 1 else ()
+                j += len(found)
+                held, held_bytes = found[-1], memoryview(buf)[ends[j - 1] - at : ends[j] - at]
+            if j < m:  # sample j failed a check
                 pending = [memoryview(buf)[ends[j] - at :]]
                 break
-            j = m
         tail = ends[j] - at
         pending = [memoryview(buf)[tail:]] if tail < len(buf) else []
         have = len(buf) - tail
         base = ends[j]
     if j < n:  # odd samples, or the bytes ended early: the strict walker decides
-        yield from span.strict(j, pending, it)
+        if held is not None:  # from the held sample on (see above)
+            yield from span.strict(j - 1, [held_bytes, *pending], it)
+        else:
+            yield from span.strict(j, pending, it)
+    elif held is not None:
+        yield held

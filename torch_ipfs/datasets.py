@@ -425,7 +425,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                 elif schema.types and schema.structure == "tuple":
                     names = tuple(schema.types)
                     found = (names, names.index(schema.label_field) if schema.label_field in names else -1)
-            if found[0] is not None and any(self.decoder._spec_of(f)[1] != "raw" for f in found[0]):
+            if found[0] is not None and not all(map(self.decoder.is_raw, found[0])):
                 found = (None, -1)
             self.__dict__["_raw_tuple_of"] = found
         return found

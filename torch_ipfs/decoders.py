@@ -216,6 +216,10 @@ class Decoder:
             name: self.decode_field(name, value, types.get(name), where) for name, value in fields.items()
         }
 
+    def is_raw(self, name: str) -> bool:
+        """Whether field ``name``'s bytes are handed out as they are (``"raw"``)."""
+        return bool(self._spec_of(name)[1] == "raw")
+
     def _spec_of(self, name: str) -> tuple[str, Any]:
         """``(extension, spec)`` of a field name (looked up once per name)."""
         cache = self.__dict__.setdefault("_specs", {})

@@ -212,7 +212,8 @@ def test_raw_iteration_gives_the_map_style_items(client, pairs):
     assert list(ds) == [(len(png), int(cls)) for png, cls in items]
     picked = IPFSIterableDataset(pairs, client=client, decode="raw", fields=("cls", "png"))
     assert list(picked) == [(cls, png) for png, cls in items]
-    loader = DataLoader(IPFSIterableDataset(pairs, client=client, decode="raw"), batch_size=None, num_workers=2)
+    stream = IPFSIterableDataset(pairs, client=client, decode="raw")
+    loader = DataLoader(stream, batch_size=None, num_workers=2)
     assert sorted(tuple(s) for s in loader) == sorted(items)  # (default_convert makes lists)
 
 

@@ -604,22 +604,44 @@ _NAME = 100  # bytes of a header's name field
 _DOT = 0x2E
 _SIZE_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
 _SIZE_ZERO = 48 * int(_SIZE_WEIGHTS.sum())
-#: The header bytes 124..156 the fast path requires in one form, as a table of allowed
-#: values per position: size (11 octal digits, then NUL or space), mtime etc. (any),
-#: checksum (6 octal digits, NUL, space), type ("0", NUL or "7").
-_FIELD_COLS = np.arange(124, 157)
-_FIELD_ROWS = np.arange(len(_FIELD_COLS))[None, :]
-_FIELD_OK = np.ones((len(_FIELD_COLS), 256), dtype=bool)
+#: The header bytes 120..159 as five little-endian 64-bit words, and what the fast path
+#: requires of them (``word & mask == pattern``): size (11 octal digits, then NUL or
+#: space), checksum (6 octal digits, NUL, space); mode, mtime and link name: anything.
+#: The type byte (156: "0", NUL or "7") is checked on its own.
+_FIELD_WORDS = slice(15, 20)
+_FIELD_MASK = np.zeros(40, dtype=np.uint8)
+_FIELD_PATTERN = np.zeros(40, dtype=np.uint8)
 for _col in [*range(124, 135), *range(148, 154)]:
-    _FIELD_OK[_col - 124] = False
-    _FIELD_OK[_col - 124, 48:56] = True
-for _col, _allowed in ((135, [0, 32]), (154, [0]), (155, [32]), (156, sorted(_PLAIN_TYPES))):
-    _FIELD_OK[_col - 124] = False
-    _FIELD_OK[_col - 124, _allowed] = True
+    _FIELD_MASK[_col - 120], _FIELD_PATTERN[_col - 120] = 0xF8, 0x30  # "0" .. "7"
+_FIELD_MASK[135 - 120] = 0xDF  # NUL or space
+_FIELD_MASK[154 - 120] = _FIELD_MASK[155 - 120] = 0xFF
+_FIELD_PATTERN[155 - 120] = 0x20
+_FIELD_MASK = _FIELD_MASK.view("<u8")
+_FIELD_PATTERN = _FIELD_PATTERN.view("<u8")
+
+
+def _fields_ok(heads: np.ndarray) -> bool:
+    """Whether every header (row) has its size and checksum fields in the usual form
+    and a regular-file type."""
+    words = heads.view("<u8")[:, _FIELD_WORDS]
+    if not bool(((words & _FIELD_MASK) == _FIELD_PATTERN).all()):
+        return False
+    types = heads[:, 156]
+    return bool((types == 48).all()) or bool(((types == 48) | (types == 0) | (types == 55)).all())
+
+
 _MAX_DIGITS = 18
 _TENS = 10 ** np.arange(_MAX_DIGITS - 1, -1, -1, dtype=np.int64)
 _LANES = np.uint64(0x00FF00FF00FF00FF)
 _CHECKSUM_WEIGHTS = 8 ** np.arange(5, -1, -1, dtype=np.int64)
+
+
+def _names_equal(heads: np.ndarray, expected: np.ndarray) -> bool:
+    """``heads[:, :100] == expected``, compared 8 bytes at a time."""
+    return bool(
+        (heads[:, :96].view("<u8") == expected[:, :96].view("<u8")).all()
+        and (heads[:, 96:_NAME] == expected[:, 96:]).all()
+    )
 
 
 def _checksums_ok(heads: np.ndarray) -> bool:
@@ -827,7 +849,7 @@ class _IndexedSpan:
             return None
         heads = blocks[where >> 9]  # header s of sample i is row s * n + i
         if not (
-            bool(_FIELD_OK[_FIELD_ROWS, heads[:, _FIELD_COLS]].all())  # octal digits, terminators, type
+            _fields_ok(heads)  # octal digits, terminators, type
             and _checksums_ok(heads)
             and self.names_match(heads, raw_fields, j0, j1)
         ):
@@ -868,7 +890,7 @@ class _IndexedSpan:
                 rows = expected[s * n : (s + 1) * n]
                 rows[:, :width] = digits
                 rows[:, width:] = np.frombuffer(tail, dtype=np.uint8)
-            return bool((heads[:, :_NAME] == expected).all())
+            return _names_equal(heads, expected)
         keys = [self.key_bytes(j) for j in range(j0, j1)]
         if any(key is None for key in keys):
             return False
@@ -881,7 +903,7 @@ class _IndexedSpan:
                 return False
             flat = b"".join(name.ljust(_NAME, b"\0") for name in names)
             expected[s * n : (s + 1) * n] = np.frombuffer(flat, dtype=np.uint8).reshape(n, _NAME)
-        return bool((heads[:, :_NAME] == expected).all())
+        return _names_equal(heads, expected)
 
     def samples(self, buf: bytes, base: int, j0: int, j1: int) -> list[Any]:
         """Samples ``j0 .. j1-1`` out of ``buf`` (archive bytes from offset ``base``), as

@@ -237,3 +237,17 @@ def test_raw_iteration_of_a_hostile_shard_fails_loudly_or_skips_exactly(client, 
     ds = IPFSIterableDataset(hostile, client=client, decode="raw", on_error="skip")
     # as the strict walker: sample 1 ends only where sample 2's broken header starts
     assert [cls for _, cls in ds] == [b"0", b"4", b"5", b"6", b"7"] and ds.skipped == 3
+
+
+def test_decoded_tuple_items_from_sliced_tuples_name_the_failing_sample(client, tmp_path):
+    samples = [(f"{i:02d}", {"png": b"not a png" if i == 5 else png_bytes(i), "cls": str(i).encode()})
+               for i in range(8)]  # fmt: skip
+    root = _tar_dataset(client, tmp_path, [samples[:4], samples[4:]], fields={"png": "image", "cls": "int"},
+                        structure="tuple", label_field="cls")  # fmt: skip
+    items = list(IPFSIterableDataset(root, client=client, decode="tensor", on_error="skip"))
+    assert [t for _, t in items] == [0, 1, 2, 3, 4, 6, 7]
+    assert torch.equal(items[0][0], IPFSDataset(root, client=client, decode="tensor")[0][0])
+    with pytest.raises(DecodeError, match=r"sample '05': cannot decode field 'png' as image"):
+        list(IPFSIterableDataset(root, client=client))
+    with pytest.warns(RuntimeWarning, match=r"skipping sample '05' \(shard 1\)"):
+        assert len(list(IPFSIterableDataset(root, client=client, on_error="warn"))) == 7

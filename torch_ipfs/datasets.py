@@ -29,6 +29,7 @@ each DataLoader worker counts its own).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -372,7 +373,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
         """Decoded samples of one span; :data:`~torch_ipfs.sharding.SKIPPED` in place of
         each sample that failed under ``on_error="skip"``/``"warn"``."""
         self._wait_for_prefetch(span)
-        fields, label_pos = self._raw_tuple()
+        fields, label_pos, declared = self._raw_tuple()
         if fields is None:
             raw_iter: Iterator[Any] = self.layout.iter_span(span.shard, span.start, span.stop)
         else:
@@ -382,14 +383,17 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
         stop = span.stop
         try:
             for raw in raw_iter:
-                if type(raw) is tuple:  # already the item's undecoded values (see _raw_tuple)
-                    if plain:
+                if type(raw) is tuple:  # the item's fields' bytes (see _raw_tuple)
+                    if plain and declared is None:
                         sample = raw
                     else:
                         try:
-                            sample = self._apply(raw, label_pos)
+                            if declared is not None:  # the sample's name made on error only
+                                where = functools.partial(self._where_at, span, position)
+                                raw = self._decode_values(raw, fields or (), declared, where)
+                            sample = raw if plain else self._apply(raw, label_pos)
                         except (IPFSError, OSError, ValueError) as e:
-                            self._failed(e, f"sample {position} of shard {span.shard}")
+                            self._failed(e, f"sample {self._key_at(span, position)!r} (shard {span.shard})")
                             sample = SKIPPED
                 else:
                     try:
@@ -411,24 +415,46 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                 yield SKIPPED
         # a stream that ended early: the base class reports the short span
 
-    def _raw_tuple(self) -> tuple[tuple[str, ...] | None, int]:
-        """``(fields, label position)`` when every item is the tuple of those fields'
-        bytes, undecoded (``decode="raw"`` on a tuple-shaped dataset, or ``fields=``):
-        the layout may then hand such tuples over as they are. ``(None, -1)`` otherwise."""
-        found: tuple[tuple[str, ...] | None, int] | None = self.__dict__.get("_raw_tuple_of")
+    def _raw_tuple(self) -> tuple[tuple[str, ...] | None, int, tuple[str | None, ...] | None]:
+        """``(fields, label position, declared types)`` when every item is the tuple of
+        those fields (a tuple-shaped dataset, or ``fields=``): the layout may then hand
+        each sample over as the tuple of their bytes, decoded here field by field
+        (declared types None: every field is ``"raw"``, the tuple is the item).
+        ``(None, -1, None)`` otherwise."""
+        found = self.__dict__.get("_raw_tuple_of")
         if found is None:
-            found = (None, -1)
+            found = (None, -1, None)
             schema = self.schema
             if self.items == "samples":
                 if self.fields is not None:
-                    found = (self.fields, -1)
+                    found = (self.fields, -1, None)
                 elif schema.types and schema.structure == "tuple":
                     names = tuple(schema.types)
-                    found = (names, names.index(schema.label_field) if schema.label_field in names else -1)
-            if found[0] is not None and not all(map(self.decoder.is_raw, found[0])):
-                found = (None, -1)
+                    label = names.index(schema.label_field) if schema.label_field in names else -1
+                    found = (names, label, None)
+            picked = found[0]
+            if picked is not None and not all(map(self.decoder.is_raw, picked)):
+                found = (picked, found[1], tuple(schema.types.get(f) for f in picked))
             self.__dict__["_raw_tuple_of"] = found
-        return found
+        return found  # type: ignore[no-any-return]
+
+    def _decode_values(
+        self, values: tuple[Any, ...], names: Sequence[str], declared: Sequence[str | None], where: Any
+    ) -> tuple[Any, ...]:
+        decode = self.decoder.decode_field
+        return tuple([decode(f, v, t, where) for f, v, t in zip(names, values, declared)])
+
+    def _key_at(self, span: SampleSpan, position: int) -> Any:
+        """The key of the sample at ``position`` of ``span`` (its position when the
+        layout has no keys), for messages."""
+        sample_key = getattr(self.layout, "sample_key", None)
+        if sample_key is None:
+            return position
+        return sample_key(self.layout.shard_starts()[span.shard] + position)
+
+    def _where_at(self, span: SampleSpan, position: int) -> str:
+        """The sample at ``position`` of ``span``, named as decode errors name it."""
+        return f"{self.layout.where}: sample {self._key_at(span, position)!r}"
 
     def extra_repr(self) -> str:
         return (

@@ -29,6 +29,7 @@ each DataLoader worker counts its own).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -372,27 +373,88 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
         """Decoded samples of one span; :data:`~torch_ipfs.sharding.SKIPPED` in place of
         each sample that failed under ``on_error="skip"``/``"warn"``."""
         self._wait_for_prefetch(span)
-        raw_iter = self.layout.iter_span(span.shard, span.start, span.stop)
-        for position in range(span.start, span.stop):
-            try:
-                raw = next(raw_iter)
-            except StopIteration:
-                return  # the base class reports the short span
-            except (IPFSError, OSError, ValueError) as e:
-                # the stream itself broke: the rest of this span cannot be read
-                rest = span.stop - position
-                self._failed(e, f"shard {span.shard} samples {position}..{span.stop - 1}")
-                self.skipped += rest - 1
-                for _ in range(rest):
-                    yield SKIPPED
-                return
-            try:
-                sample = self.make_item(raw)
-            except (IPFSError, OSError, ValueError) as e:
-                self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
-                yield SKIPPED
-            else:
+        fields, label_pos, declared = self._raw_tuple()
+        if fields is None:
+            raw_iter: Iterator[Any] = self.layout.iter_span(span.shard, span.start, span.stop)
+        else:
+            raw_iter = self.layout.iter_span_values(span.shard, span.start, span.stop, fields)
+        plain = self.transform is None and self.target_transform is None
+        position = span.start
+        stop = span.stop
+        try:
+            for raw in raw_iter:
+                if type(raw) is tuple:  # the item's fields' bytes (see _raw_tuple)
+                    if plain and declared is None:
+                        sample = raw
+                    else:
+                        try:
+                            if declared is not None:  # the sample's name made on error only
+                                where = functools.partial(self._where_at, span, position)
+                                raw = self._decode_values(raw, fields or (), declared, where)
+                            sample = raw if plain else self._apply(raw, label_pos)
+                        except (IPFSError, OSError, ValueError) as e:
+                            self._failed(e, f"sample {self._key_at(span, position)!r} (shard {span.shard})")
+                            sample = SKIPPED
+                else:
+                    try:
+                        sample = self.make_item(raw)
+                    except (IPFSError, OSError, ValueError) as e:
+                        self._failed(e, f"sample {raw.key!r} (shard {span.shard})")
+                        sample = SKIPPED
+                position += 1
                 yield sample
+                if position >= stop:
+                    return
+        except (IPFSError, OSError, ValueError) as e:
+            # The stream itself broke (or on_error="raise" re-raised a sample's error:
+            # _failed raises it again): the rest of this span cannot be read.
+            rest = stop - position
+            self._failed(e, f"shard {span.shard} samples {position}..{stop - 1}")
+            self.skipped += rest - 1
+            for _ in range(rest):
+                yield SKIPPED
+        # a stream that ended early: the base class reports the short span
+
+    def _raw_tuple(self) -> tuple[tuple[str, ...] | None, int, tuple[str | None, ...] | None]:
+        """``(fields, label position, declared types)`` when every item is the tuple of
+        those fields (a tuple-shaped dataset, or ``fields=``): the layout may then hand
+        each sample over as the tuple of their bytes, decoded here field by field
+        (declared types None: every field is ``"raw"``, the tuple is the item).
+        ``(None, -1, None)`` otherwise."""
+        found = self.__dict__.get("_raw_tuple_of")
+        if found is None:
+            found = (None, -1, None)
+            schema = self.schema
+            if self.items == "samples":
+                if self.fields is not None:
+                    found = (self.fields, -1, None)
+                elif schema.types and schema.structure == "tuple":
+                    names = tuple(schema.types)
+                    label = names.index(schema.label_field) if schema.label_field in names else -1
+                    found = (names, label, None)
+            picked = found[0]
+            if picked is not None and not all(map(self.decoder.is_raw, picked)):
+                found = (picked, found[1], tuple(schema.types.get(f) for f in picked))
+            self.__dict__["_raw_tuple_of"] = found
+        return found  # type: ignore[no-any-return]
+
+    def _decode_values(
+        self, values: tuple[Any, ...], names: Sequence[str], declared: Sequence[str | None], where: Any
+    ) -> tuple[Any, ...]:
+        decode = self.decoder.decode_field
+        return tuple([decode(f, v, t, where) for f, v, t in zip(names, values, declared)])
+
+    def _key_at(self, span: SampleSpan, position: int) -> Any:
+        """The key of the sample at ``position`` of ``span`` (its position when the
+        layout has no keys), for messages."""
+        sample_key = getattr(self.layout, "sample_key", None)
+        if sample_key is None:
+            return position
+        return sample_key(self.layout.shard_starts()[span.shard] + position)
+
+    def _where_at(self, span: SampleSpan, position: int) -> str:
+        """The sample at ``position`` of ``span``, named as decode errors name it."""
+        return f"{self.layout.where}: sample {self._key_at(span, position)!r}"
 
     def extra_repr(self) -> str:
         return (

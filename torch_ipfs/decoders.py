@@ -216,6 +216,10 @@ class Decoder:
             name: self.decode_field(name, value, types.get(name), where) for name, value in fields.items()
         }
 
+    def is_raw(self, name: str) -> bool:
+        """Whether field ``name``'s bytes are handed out as they are (``"raw"``)."""
+        return bool(self._spec_of(name)[1] == "raw")
+
     def _spec_of(self, name: str) -> tuple[str, Any]:
         """``(extension, spec)`` of a field name (looked up once per name)."""
         cache = self.__dict__.setdefault("_specs", {})
@@ -227,7 +231,11 @@ class Decoder:
                 cache[name] = found
         return found
 
-    def decode_field(self, name: str, value: Any, declared: str | None, where: str) -> Any:
+    def decode_field(
+        self, name: str, value: Any, declared: str | None, where: str | Callable[[], str]
+    ) -> Any:
+        """One field's value; ``where`` (or ``where()``, made only for an error) names
+        the sample in a :class:`DecodeError`."""
         if not isinstance(value, (bytes, bytearray, memoryview)):
             return value
         ext, spec = self._spec_of(name)
@@ -241,6 +249,8 @@ class Decoder:
             raise
         except Exception as e:
             kind = declared or ext
+            if callable(where):
+                where = where()
             raise DecodeError(
                 f"{where}: cannot decode field {name!r} as {kind}: {type(e).__name__}: {e}"
             ) from e

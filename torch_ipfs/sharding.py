@@ -669,20 +669,35 @@ class ShardedIterableDataset(IterableDataset):
         return self._samples(self.split.spans_for_current_worker())
 
     def _samples(self, spans: list[SampleSpan]) -> Iterator[Any]:
+        split = self.split
         for i, span in enumerate(spans):
+            expected = span.stop - span.start
             count = 0
-            for sample in self.read_span(span):
-                count += 1
-                if count == 1 and i + 1 < len(spans):
+            progress = split._progress
+            samples = iter(self.read_span(span))
+            for sample in samples:  # the first sample alone: it starts the next prefetch
+                count = 1
+                if i + 1 < len(spans):
                     # after the current span's first blocks, so they are not queued behind these
                     self.prefetch_span(spans[i + 1])
-                if count > len(span):
-                    break
-                self.split.advance(1)  # before yielding: once handed out, it is delivered
+                split.advance(1)
                 if sample is not SKIPPED:
                     yield sample
-            if count != len(span):
+                break
+            for sample in samples:
+                count += 1
+                if count > expected:
+                    break
+                # Delivered once handed out: counted before the yield (what advance() does,
+                # inline; a set_epoch/load_state_dict since then goes through advance()).
+                if progress is split._progress and progress is not None and not progress.pending:
+                    progress.yielded += 1
+                else:
+                    split.advance(1)
+                if sample is not SKIPPED:
+                    yield sample
+            if count != expected:
                 raise ManifestError(
                     f"shard {span.shard}: read_span({span.start}, {span.stop}) gave "
-                    f"{'more' if count > len(span) else count} samples, the shard sizes say {len(span)}"
+                    f"{'more' if count > expected else count} samples, the shard sizes say {expected}"
                 )

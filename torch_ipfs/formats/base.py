@@ -209,6 +209,15 @@ class Layout(abc.ABC):
         for offset in range(start, stop):
             yield self.read_sample(base + offset)
 
+    def iter_span_values(
+        self, shard: int, start: int, stop: int, fields: tuple[str, ...] | None
+    ) -> Iterator[RawSample | tuple[Any, ...]]:
+        """:meth:`iter_span`, except that a layout may hand a sample whose field names
+        are exactly ``fields`` as the tuple of those fields' undecoded values, in that
+        order (the sharded-tar layout slices them out of its chunks). Default: the
+        :class:`RawSample` s of :meth:`iter_span`."""
+        return iter(self.iter_span(shard, start, stop))
+
     def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
         """Have the client fetch the bytes of samples ``start .. stop-1`` of ``shard``
         into its cache in the background (:meth:`~torch_ipfs.client.Client.prefetch`), so

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -28,6 +29,7 @@ __all__ = [
     "ShardIndex",
     "TarMember",
     "group_samples",
+    "iter_indexed",
     "iter_members",
     "iter_named_members",
     "member_size",
@@ -575,3 +577,464 @@ def samples_of(
     if limit is None:
         limit = config.max_sample_bytes()
     return _group_named(iter_named_members(chunks, where, start, limit), where, limit)
+
+
+
+# -- indexed spans: samples sliced out of chunks at the index's offsets --------------------
+#
+# A shard's index says where every sample starts. When a sample's members are plain
+# headers that exactly tile its bytes [offsets[j], offsets[j + 1]), named "<its index
+# key>.<field>" with no field twice, the strict walker would yield exactly that sample
+# and then stand at offsets[j + 1] with no long-name or pax record pending. So the
+# samples wholly inside one chunk are checked in one numpy pass (types, sizes,
+# checksums, names against the keys) and sliced out of it; a sample split between two
+# chunks is checked header by header. The first sample that does not fit (a pax or
+# long-name record, a link, a checksum in another form or wrong, a name that is not its
+# key, a sample over the byte limit, a truncated end...) hands the rest of the span, from
+# that sample's first byte, to samples_of: the same samples, bounds and errors as
+# walking the whole span strictly.
+
+#: Below this many samples in a window, checking them one by one costs less than numpy.
+_MIN_WINDOW = 12
+#: Bytes gathered into one window (about 256 CIFAR-size samples) ...
+_WINDOW_BYTES = 1 << 20
+#: ... when samples average at most this many bytes (else a window is one chunk).
+_JOIN_BELOW = 16 * 1024
+_NAME = 100  # bytes of a header's name field
+_DOT = 0x2E
+_SIZE_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+_SIZE_ZERO = 48 * int(_SIZE_WEIGHTS.sum())
+#: The header bytes 120..159 as five little-endian 64-bit words, and what the fast path
+#: requires of them (``word & mask == pattern``): size (11 octal digits, then NUL or
+#: space), checksum (6 octal digits, NUL, space); mode, mtime and link name: anything.
+#: The type byte (156: "0", NUL or "7") is checked on its own.
+_FIELD_WORDS = slice(15, 20)
+_FIELD_MASK = np.zeros(40, dtype=np.uint8)
+_FIELD_PATTERN = np.zeros(40, dtype=np.uint8)
+for _col in [*range(124, 135), *range(148, 154)]:
+    _FIELD_MASK[_col - 120], _FIELD_PATTERN[_col - 120] = 0xF8, 0x30  # "0" .. "7"
+_FIELD_MASK[135 - 120] = 0xDF  # NUL or space
+_FIELD_MASK[154 - 120] = _FIELD_MASK[155 - 120] = 0xFF
+_FIELD_PATTERN[155 - 120] = 0x20
+_FIELD_MASK = _FIELD_MASK.view("<u8")
+_FIELD_PATTERN = _FIELD_PATTERN.view("<u8")
+
+
+def _fields_ok(heads: np.ndarray) -> bool:
+    """Whether every header (row) has its size and checksum fields in the usual form
+    and a regular-file type."""
+    words = heads.view("<u8")[:, _FIELD_WORDS]
+    if not bool(((words & _FIELD_MASK) == _FIELD_PATTERN).all()):
+        return False
+    types = heads[:, 156]
+    return bool((types == 48).all()) or bool(((types == 48) | (types == 0) | (types == 55)).all())
+
+
+_MAX_DIGITS = 18
+_TENS = 10 ** np.arange(_MAX_DIGITS - 1, -1, -1, dtype=np.int64)
+_LANES = np.uint64(0x00FF00FF00FF00FF)
+_CHECKSUM_WEIGHTS = 8 ** np.arange(5, -1, -1, dtype=np.int64)
+
+
+def _names_equal(heads: np.ndarray, expected: np.ndarray) -> bool:
+    """``heads[:, :100] == expected``, compared 8 bytes at a time."""
+    return bool(
+        (heads[:, :96].view("<u8") == expected[:, :96].view("<u8")).all()
+        and (heads[:, 96:_NAME] == expected[:, 96:]).all()
+    )
+
+
+def _checksums_ok(heads: np.ndarray) -> bool:
+    """Whether every header (row) has its unsigned checksum in bytes 148..153, given
+    that those are octal digits and 154..155 NUL and space (checked before). The byte
+    sums are taken 4 lanes of 16 bits at a time in 64-bit words: no lane can overflow
+    (64 words x 2 bytes x 255 < 2^16)."""
+    words = heads.view(np.uint64)
+    lanes = ((words & _LANES) + ((words >> np.uint64(8)) & _LANES)).sum(axis=1, dtype=np.uint64)
+    total = (lanes & np.uint64(0xFFFF)) + ((lanes >> np.uint64(16)) & np.uint64(0xFFFF))
+    total = total + ((lanes >> np.uint64(32)) & np.uint64(0xFFFF)) + (lanes >> np.uint64(48))
+    digits = heads[:, 148:154].astype(np.int64)
+    field = digits.sum(axis=1) + 32  # the 6 digits, NUL, space
+    stored = (digits - 48) @ _CHECKSUM_WEIGHTS
+    return bool(np.array_equal(total.astype(np.int64) - field + 256, stored))
+
+
+_USTAR = np.frombuffer(b"ustar\x00", dtype=np.uint8)
+
+
+def _octal_digits(raw: bytes) -> int:
+    """The value of octal digits only, or -1."""
+    if not raw.isdigit() or b"8" in raw or b"9" in raw:
+        return -1
+    return int(raw, 8)
+
+
+def _byte_sum(head: bytes) -> int:
+    if head.isascii():  # at most 512 * 127 < 65521: adler32's low half is 1 + the sum
+        return (zlib.adler32(head) & 0xFFFF) - 1
+    return sum(head)
+
+
+def _plain_member(buf: Any, pos: int, key: bytes) -> tuple[bytes, int] | None:
+    """``(field, size)`` of the header at ``buf[pos:]`` when it is a plain regular-file
+    header (octal fields in the usual form, right checksum, no prefix) named
+    ``<key>.<field>``; else None. What :meth:`_IndexedSpan.window` checks, for one header."""
+    head = bytes(buf[pos : pos + BLOCK])
+    if len(head) < BLOCK or head[156] not in _PLAIN_TYPES or head[135] not in (0, 32):
+        return None
+    if head[154] != 0 or head[155] != 32 or (head[345] and head[257:263] == b"ustar\x00"):
+        return None
+    size = _octal_digits(head[124:135])
+    digits = head[148:154]
+    stored = _octal_digits(digits)
+    if size < 0 or stored != _byte_sum(head) - sum(digits) - 32 + 256:  # field: digits, NUL, space
+        return None
+    name = head[:_NAME]
+    nul = name.find(0)
+    if nul >= 0:
+        name = name[:nul]
+    n = len(key)
+    if len(name) <= n + 1 or name[n] != _DOT or not name.startswith(key):
+        return None
+    return name[n + 1 :], size
+
+
+def _field_ok(key: str, field: bytes) -> str | None:
+    """The field name when ``<key>.<field>`` is a member name the strict walker takes
+    unchanged and splits into exactly ``(key, field)``; else None."""
+    try:
+        fname = field.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    name = f"{key}.{fname}"
+    if _plain_name(name.encode("utf-8")) is None or split_key(name) != (key, fname):
+        return None
+    return fname
+
+
+def _key_ok(key: str) -> bool:
+    """A key whose member names ``<key>.<field>`` can be plain (see :func:`_field_ok`)."""
+    return _field_ok(key, b"x") is not None
+
+
+class _IndexedSpan:
+    """One :func:`iter_indexed` pass: the index's offsets and keys for the span, the
+    field names last seen, the previous key (two neighbours with one key would be one
+    sample to the strict walker)."""
+
+    def __init__(
+        self, where: str, index: Any, start: int, stop: int, fields: tuple[str, ...] | None, limit: int
+    ) -> None:
+        self.where = where
+        self.index = index
+        self.start = start
+        self.n = stop - start
+        self.fields = fields
+        self.limit = limit
+        self.offsets = np.asarray(index.offsets[start : stop + 1], dtype=np.int64)
+        decimal: tuple[int, int] | None = getattr(index, "decimal_keys", None)
+        if decimal is not None and not (0 < decimal[1] <= 18 and decimal[0] + stop <= 10 ** decimal[1]):
+            decimal = None  # keys of one width that int64 holds, checked as numbers at once
+        self.decimal = decimal
+        self.prev_key: bytes | None = None
+        self.headers = 0
+        self.template: tuple[tuple[bytes, ...], tuple[str, ...]] | None = None
+
+    def key(self, j: int) -> str:
+        return str(self.index.keys[self.start + j])
+
+    def key_bytes(self, j: int) -> bytes | None:
+        """Sample ``j``'s key as UTF-8, or None when it cannot start a plain name."""
+        if self.decimal is not None:
+            base, width = self.decimal
+            return b"%0*d" % (width, base + self.start + j)
+        key = self.key(j)
+        return key.encode("utf-8") if _key_ok(key) else None
+
+    def count_headers(self, n: int) -> None:
+        self.headers += n
+        if self.headers > MAX_MEMBERS:
+            raise ManifestError(f"{self.where}: more than {MAX_MEMBERS} tar headers in one archive")
+
+    def names_of(self, key: str, raw_fields: tuple[bytes, ...]) -> tuple[str, ...] | None:
+        """The field names of a sample whose members are ``<key>.<raw field>`` (checked
+        once per distinct tuple of fields), or None."""
+        template = self.template
+        if template is not None and template[0] == raw_fields:
+            return template[1]
+        if len(set(raw_fields)) != len(raw_fields):
+            return None  # a field twice: the strict walker says so
+        names = tuple(_field_ok(key, f) for f in raw_fields)
+        if any(n is None for n in names):
+            return None
+        found: tuple[str, ...] = names  # type: ignore[assignment]
+        self.template = (raw_fields, found)
+        return found
+
+    def shape(self, j: int, names: tuple[str, ...], values: list[bytes]) -> Any:
+        fields = self.fields
+        if fields is not None and len(fields) == len(names) and set(fields) == set(names):
+            return tuple(values) if names == fields else tuple(values[names.index(f)] for f in fields)
+        return RawSample(self.key(j), dict(zip(names, values)))
+
+    # -- one sample, header by header
+
+    def members(self, buf: Any, pos: int, end: int, key: bytes) -> list[tuple[bytes, int, int]] | None:
+        """``(field, data offset, size)`` of plain members named ``<key>.<field>`` tiling
+        ``buf[pos:end]`` exactly, or None."""
+        out: list[tuple[bytes, int, int]] = []
+        while pos < end:
+            found = _plain_member(buf, pos, key)
+            if found is None:
+                return None
+            fname, size = found
+            nxt = pos + BLOCK + _padded(size)
+            if nxt > end:
+                return None
+            out.append((fname, pos + BLOCK, size))
+            pos = nxt
+        return out if out else None
+
+    def one(self, buf: Any, base: int, j: int) -> Any:
+        """Sample ``j`` out of ``buf`` (archive bytes from offset ``base``), or None."""
+        key = self.key_bytes(j)
+        if key is None or key == self.prev_key:
+            return None
+        members = self.members(buf, int(self.offsets[j]) - base, int(self.offsets[j + 1]) - base, key)
+        if members is None:
+            return None
+        names = self.names_of(key.decode("utf-8"), tuple(f for f, _, _ in members))
+        if names is None:
+            return None
+        self.count_headers(len(members))
+        self.prev_key = key
+        return self.shape(j, names, [bytes(buf[a : a + size]) for _, a, size in members])
+
+    # -- the samples wholly inside one chunk, in one numpy pass
+
+    def window(self, buf: bytes, base: int, j0: int, j1: int) -> list[Any] | None:
+        """Samples ``j0 .. j1-1`` (inside ``buf``, archive bytes from offset ``base``)
+        when every one passes the checks, else None (the caller goes one by one)."""
+        n = j1 - j0
+        key0 = self.key_bytes(j0)
+        if key0 is None or key0 == self.prev_key:
+            return None
+        # The first sample names the fields (in order) every other one must have.
+        skip = -base % BLOCK  # buf[skip:] starts on an archive block
+        offs = self.offsets[j0 : j1 + 1] - (base + skip)
+        first = self.members(buf, int(offs[0]) + skip, int(offs[1]) + skip, key0)
+        if first is None:
+            return None
+        raw_fields = tuple(f for f, _, _ in first)
+        names = self.names_of(key0.decode("utf-8"), raw_fields)
+        if names is None:
+            return None
+        k = len(raw_fields)
+        blocks = np.frombuffer(buf, dtype=np.uint8, offset=skip, count=(len(buf) - skip) // BLOCK * BLOCK)
+        blocks = blocks.reshape(-1, BLOCK)
+        last_row = len(blocks) - 1
+        pos = offs[:-1]
+        at = []
+        for _ in range(k):  # where each member is follows from the sizes before it
+            at.append(pos)
+            size = blocks[np.clip(pos >> 9, 0, last_row), 124:135] @ _SIZE_WEIGHTS - _SIZE_ZERO
+            pos = pos + BLOCK + ((size + (BLOCK - 1)) & -BLOCK)
+        # A sample whose members do not end exactly at the next sample's offset (too few,
+        # too many, a size too large) fails here. Sizes read from bytes that are not
+        # octal digits are garbage (even negative) until the checks below refuse them.
+        if not np.array_equal(pos, offs[1:]):
+            return None
+        where = np.concatenate(at) if k > 1 else at[0]
+        if int(where.min()) < 0 or int(where.max()) > last_row * BLOCK:
+            return None
+        heads = blocks[where >> 9]  # header s of sample i is row s * n + i
+        if not (
+            _fields_ok(heads)  # octal digits, terminators, type
+            and _checksums_ok(heads)
+            and self.names_match(heads, raw_fields, j0, j1)
+        ):
+            return None
+        prefixed = heads[:, 345] != 0
+        if prefixed.any() and bool(((heads[:, 257:263] == _USTAR).all(axis=1) & prefixed).any()):
+            return None
+        self.count_headers(n * k)
+        self.prev_key = self.key_bytes(j1 - 1)
+        sizes = (heads[:, 124:135] @ _SIZE_WEIGHTS - _SIZE_ZERO).tolist()
+        starts = (where + (BLOCK + skip)).tolist()
+        columns = [
+            [buf[a : a + size] for a, size in zip(starts[s * n : (s + 1) * n], sizes[s * n : (s + 1) * n])]
+            for s in range(k)
+        ]
+        fields = self.fields
+        if fields is not None and len(fields) == k and set(fields) == set(names):
+            if names != fields:
+                columns = [columns[names.index(f)] for f in fields]
+            return list(zip(*columns))
+        keys = [self.key(j) for j in range(j0, j1)]
+        return [RawSample(key, dict(zip(names, values))) for key, values in zip(keys, zip(*columns))]
+
+    def names_match(self, heads: np.ndarray, raw_fields: tuple[bytes, ...], j0: int, j1: int) -> bool:
+        """Whether header ``s * n + i`` is named ``<key of sample j0 + i>.<raw_fields[s]>``
+        (then NULs to the end of the name field)."""
+        n = j1 - j0
+        k = len(raw_fields)
+        expected = np.empty((k * n, _NAME), dtype=np.uint8)
+        if self.decimal is not None:
+            base, width = self.decimal
+            numbers = np.arange(base + self.start + j0, base + self.start + j1, dtype=np.int64)
+            digits = (numbers[:, None] // _TENS[_MAX_DIGITS - width :]) % 10 + 48
+            for s, fname in enumerate(raw_fields):
+                tail = (b"." + fname).ljust(_NAME - width, b"\0")
+                if len(tail) != _NAME - width:
+                    return False
+                rows = expected[s * n : (s + 1) * n]
+                rows[:, :width] = digits
+                rows[:, width:] = np.frombuffer(tail, dtype=np.uint8)
+            return _names_equal(heads, expected)
+        keys = [self.key_bytes(j) for j in range(j0, j1)]
+        if any(key is None for key in keys):
+            return False
+        encoded: list[bytes] = keys  # type: ignore[assignment]
+        if any(a == b for a, b in zip(encoded, encoded[1:])):
+            return False
+        for s, fname in enumerate(raw_fields):
+            names = [key + b"." + fname for key in encoded]
+            if any(len(name) > _NAME for name in names):
+                return False
+            flat = b"".join(name.ljust(_NAME, b"\0") for name in names)
+            expected[s * n : (s + 1) * n] = np.frombuffer(flat, dtype=np.uint8).reshape(n, _NAME)
+        return _names_equal(heads, expected)
+
+    def samples(self, buf: bytes, base: int, j0: int, j1: int) -> list[Any]:
+        """Samples ``j0 .. j1-1`` out of ``buf`` (archive bytes from offset ``base``), as
+        far as they pass the checks: all of them, or those before the first that did not."""
+        found = self.window(buf, base, j0, j1) if j1 - j0 >= _MIN_WINDOW else None
+        if found is not None:
+            return found
+        out = []
+        for j in range(j0, j1):  # few samples, or ones that vary: one by one
+            sample = self.one(buf, base, j)
+            if sample is None:
+                break
+            out.append(sample)
+        return out
+
+    # -- the strict rest
+
+    def strict(self, j: int, head: list[Any], rest: Iterator[bytes]) -> Iterator[Any]:
+        """Samples ``j ..`` by :func:`samples_of` over ``head`` (archive bytes from
+        sample ``j``'s offset) and the remaining chunks, each checked against the index."""
+        chunks = itertools.chain((bytes(p) for p in head), rest)
+        count = j
+        fields = self.fields
+        for sample in samples_of(chunks, self.where, int(self.offsets[j]), self.limit):
+            want = self.key(count) if count < self.n else None
+            if sample.key != want:
+                raise ManifestError(
+                    f"{self.where}: index expects sample {want!r}, the shard has {sample.key!r}"
+                )
+            count += 1
+            got = sample.fields
+            if fields is not None and len(fields) == len(got) and all(f in got for f in fields):
+                yield tuple(got[f] for f in fields)
+            else:
+                yield sample
+        if count != self.n:
+            raise ManifestError(f"{self.where}: expected {self.n} samples from {self.start}, read {count}")
+
+
+def iter_indexed(
+    chunks: Iterable[bytes],
+    where: str,
+    index: Any,
+    start: int,
+    stop: int,
+    fields: tuple[str, ...] | None = None,
+    limit: int | None = None,
+) -> Iterator[Any]:
+    """Samples ``start .. stop-1`` of an indexed archive from ``chunks``, its bytes
+    ``[index.offsets[start], index.offsets[stop])``; ``index`` has ``offsets`` and
+    ``keys`` (a :class:`ShardIndex` or :class:`~torch_ipfs.formats.shardindex.PackedIndex`).
+
+    Yields what walking those bytes strictly yields (:func:`samples_of`, each sample's
+    key checked against the index: :class:`ManifestError` naming ``where`` and the key
+    otherwise), as :class:`RawSample` s, except that a sample whose field names are
+    exactly ``fields`` comes as the tuple of its fields' bytes in that order. Most
+    samples are sliced out of the chunks (see the comment above).
+    """
+    if limit is None:
+        limit = config.max_sample_bytes()
+    if stop <= start:
+        return
+    span = _IndexedSpan(where, index, start, stop, fields, limit)
+    offsets = span.offsets
+    n = span.n
+    sizes = np.diff(offsets)
+    # Left to the strict walker from the first of them: samples over the byte limit (it
+    # streams them, bounded), too short to hold a header, or off the 512-byte grid.
+    odd = np.flatnonzero((sizes > limit) | (sizes < BLOCK) | (offsets[:-1] % BLOCK != 0))
+    fast_end = int(odd[0]) if len(odd) else n
+    ends = offsets.tolist()
+    # Small samples: a window gathers about a MiB of chunks, joined (one copy, against
+    # numpy's fixed cost per pass). Large ones: each chunk is a window of its own, and
+    # only a sample split between chunks is copied out of them.
+    target = _WINDOW_BYTES if ends[-1] - ends[0] <= n * _JOIN_BELOW else 0
+    it = iter(chunks)
+    j = 0  # the next sample to check
+    base = ends[0]  # archive offset of pending[0]
+    pending: list[Any] = []
+    have = 0
+    # The last checked sample is held back until the next one passes too: were the next
+    # sample's first member named with its key, the strict walker would have made them
+    # one sample. ``held_bytes``: its bytes, for the strict walker to start from then.
+    held: Any = None
+    held_bytes: Any = None
+    more = True
+    while more:
+        chunk = next(it, None)
+        if chunk is not None:
+            pending.append(chunk)
+            have += len(chunk)
+            if j >= fast_end:
+                break
+            if have < target or base + have < ends[j + 1]:
+                continue  # a window: at least `target` bytes, and at least one whole sample
+        more = chunk is not None
+        if target or len(pending) == 1 or chunk is None:
+            buf = pending[0] if len(pending) == 1 else b"".join(pending)
+            at = base
+        else:  # sample j began in earlier chunks and ends in this one
+            at = base + have - len(chunk)
+            joined = b"".join([*pending[:-1], memoryview(chunk)[: ends[j + 1] - at]])
+            found = span.samples(joined, base, j, j + 1)
+            if not found:
+                break
+            if held is not None:
+                yield held
+            held, held_bytes = found[0], memoryview(joined)
+            j += 1
+            buf = chunk
+            pending = [chunk]
+        m = min(int(np.searchsorted(offsets, at + len(buf), side="right")) - 1, fast_end)
+        if m > j:
+            found = span.samples(buf, at, j, m)
+            if found:
+                if held is not None:
+                    yield held
+                yield from found[:-1] if len(found) > 1 else ()
+                j += len(found)
+                held, held_bytes = found[-1], memoryview(buf)[ends[j - 1] - at : ends[j] - at]
+            if j < m:  # sample j failed a check
+                pending = [memoryview(buf)[ends[j] - at :]]
+                break
+        tail = ends[j] - at
+        pending = [memoryview(buf)[tail:]] if tail < len(buf) else []
+        have = len(buf) - tail
+        base = ends[j]
+    if j < n:  # odd samples, or the bytes ended early: the strict walker decides
+        if held is not None:  # from the held sample on (see above)
+            yield from span.strict(j - 1, [held_bytes, *pending], it)
+        else:
+            yield from span.strict(j, pending, it)
+    elif held is not None:
+        yield held

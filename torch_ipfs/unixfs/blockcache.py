@@ -56,15 +56,24 @@ class VerifiedBlockCache:
         return len(self._items)
 
     def get(self, multihash: bytes) -> Any:
-        """The node cached for ``multihash``, or None."""
-        with self._lock:
-            node = self._items.get(multihash)
-            if node is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(multihash)
-            self.hits += 1
-            return node
+        """The node cached for ``multihash``, or None.
+
+        No lock on this path (it runs once per map-style sample): ``dict.get`` and
+        ``move_to_end`` are each atomic under the GIL, and an entry evicted between the two
+        is still a verified node, returned this once. The counters are statistics: a
+        concurrent update may be lost, never the entries or the byte total (``put`` and
+        eviction hold the lock)."""
+        items = self._items
+        node = items.get(multihash)
+        if node is None:
+            self.misses += 1
+            return None
+        try:
+            items.move_to_end(multihash)
+        except KeyError:
+            pass  # evicted by another thread just now
+        self.hits += 1
+        return node
 
     def put(self, multihash: bytes, node: Any) -> None:
         """Keep ``node`` (decoded from a block verified against ``multihash``). A node

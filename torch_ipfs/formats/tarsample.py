@@ -66,7 +66,9 @@ def plain_fields(buf: bytes, key: str) -> dict[str, bytes] | None:
                 return None
             raw, size_d, chk = m.groups()
             # the checksum, inlined (see _header_sum): two exact Adler-32 halves
-            total = (adler32(buf[pos : pos + 256]) & 0xFFFF) + (adler32(buf[pos + 256 : pos + BLOCK]) & 0xFFFF)
+            total = (adler32(buf[pos : pos + 256]) & 0xFFFF) + (
+                adler32(buf[pos + 256 : pos + BLOCK]) & 0xFFFF
+            )
             if int(chk[:6], 8) != total + 254 - sum(chk) or not raw.startswith(prefix):
                 return None
             field = raw.decode("utf-8")[lp:]

@@ -443,7 +443,8 @@ class TarShardsLayout(Layout):
 
     def _new_plain_state(self) -> tuple[int, list[int], int, dict[int, Any], int]:
         starts = list(self.shard_starts())
-        state = (os.getpid(), starts, len(self), {}, config.max_sample_bytes())
+        hot: dict[int, Any] = {}
+        state = (os.getpid(), starts, len(self), hot, config.max_sample_bytes())
         self._plain_state = state
         return state
 
@@ -488,7 +489,10 @@ class TarShardsLayout(Layout):
         key = idx.keys[j]
         if len(data) != length:
             raise ManifestError(f"{where}: sample {key!r} is cut off by the end of the file")
-        samples = list(tar.samples_of([data], where, start, limit))
+        try:
+            samples = list(tar.samples_of([data], where, start, limit))
+        except ManifestError as e:  # the tar's message, with the sample the index put there
+            raise ManifestError(f"{e} (reading sample {key!r}, at {start} by the index)") from e
         if len(samples) != 1 or samples[0].key != key:
             found = [s.key for s in samples]
             raise ManifestError(f"{where}: index says sample {key!r} at {start}, found {found}")

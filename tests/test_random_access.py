@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from torch_ipfs.cid import CID
 from torch_ipfs.client import Client
@@ -212,3 +213,15 @@ def test_a_bad_header_checksum_is_a_manifest_error_naming_the_shard(tmp_path):
     assert "shard 0" in str(info.value) and str(tar_cid) in str(info.value)
     skipping = IPFSDataset(url, client=writer, decode="raw", on_error="skip")
     assert skipping[3] == ds[4] and skipping.skipped == 1  # replaced by the next readable one
+
+
+def test_shuffled_dataloader_workers_read_each_sample_once_and_exactly(tmp_path):
+    writer, result = _export(tmp_path, n=50, per_shard=20, chunker="size-1024")
+    ds = IPFSDataset(result.url, client=writer, decode="raw")
+    order = torch.Generator().manual_seed(5)
+    loader = DataLoader(ds, batch_size=None, shuffle=True, generator=order, num_workers=2,
+                        multiprocessing_context="fork")  # fmt: skip
+    got = sorted(((int(cls), bytes(npy)) for npy, cls in loader), key=lambda s: s[1])
+    strict = [ds.layout._read_sample_strict(i).fields for i in range(50)]
+    want = sorted(((int(f["cls"]), f["npy"]) for f in strict), key=lambda s: s[1])
+    assert got == want and len({npy for _, npy in got}) == 50

@@ -46,12 +46,13 @@ def _header_sum(buf: bytes, pos: int, chk: bytes) -> int:
     return a + b - 2 - sum(chk) + 256
 
 
-def plain_fields(buf: bytes, key: str) -> dict[str, bytes] | None:
+def plain_fields(buf: bytes | memoryview, key: str) -> dict[str, bytes] | None:
     """The fields of the sample whose members fill ``buf`` exactly (each header, its
     data, the data's padding to 512 bytes), when every member is plain and named
     ``<key>.<field>``; None for anything else (the strict walker decides). ``key`` must
     be a key the strict walker could produce for such a name: the caller checks that
-    with :func:`key_is_plain`."""
+    with :func:`key_is_plain`. ``buf`` may be a view into a leaf: each field's bytes are
+    copied once, out of it."""
     n = len(buf)
     prefix = (key + ".").encode("utf-8")
     lp = len(key) + 1  # in characters: where the field starts in the decoded name
@@ -61,14 +62,13 @@ def plain_fields(buf: bytes, key: str) -> dict[str, bytes] | None:
     adler32 = zlib.adler32
     try:
         while pos < n:
-            m = match(buf, pos)
-            if m is None:
+            head = bytes(buf[pos : pos + BLOCK])
+            m = match(head)
+            if m is None or len(head) < BLOCK:
                 return None
             raw, size_d, chk = m.groups()
             # the checksum, inlined (see _header_sum): two exact Adler-32 halves
-            total = (adler32(buf[pos : pos + 256]) & 0xFFFF) + (
-                adler32(buf[pos + 256 : pos + BLOCK]) & 0xFFFF
-            )
+            total = (adler32(head[:256]) & 0xFFFF) + (adler32(head[256:]) & 0xFFFF)
             if int(chk[:6], 8) != total + 254 - sum(chk) or not raw.startswith(prefix):
                 return None
             field = raw.decode("utf-8")[lp:]
@@ -79,7 +79,7 @@ def plain_fields(buf: bytes, key: str) -> dict[str, bytes] | None:
             pos = data_at + (size + BLOCK - 1) // BLOCK * BLOCK
             if pos > n:
                 return None
-            fields[field] = buf[data_at : data_at + size]
+            fields[field] = bytes(buf[data_at : data_at + size])
     except UnicodeDecodeError:  # a name not UTF-8 (the strict walker reads it as Latin-1)
         return None
     return fields if fields else None

@@ -431,11 +431,10 @@ class TarShardsLayout(Layout):
         if leaf is None:
             return None
         data, at = leaf
-        buf = data[lo - at : hi - at]
         key = key_of(j)
         if not plain_keys and not key_is_plain(key):
             return None
-        fields = plain_fields(buf if isinstance(buf, bytes) else bytes(buf), key)
+        fields = plain_fields(memoryview(data)[lo - at : hi - at], key)  # fields copied once
         return None if fields is None else (key, fields)
 
     #: per-process state of :meth:`read_plain`: (pid, shard starts, total, shards, limit)

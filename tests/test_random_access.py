@@ -225,3 +225,18 @@ def test_shuffled_dataloader_workers_read_each_sample_once_and_exactly(tmp_path)
     strict = [ds.layout._read_sample_strict(i).fields for i in range(50)]
     want = sorted(((int(f["cls"]), f["npy"]) for f in strict), key=lambda s: s[1])
     assert got == want and len({npy for _, npy in got}) == 50
+
+
+def test_a_deeper_tree_is_read_the_general_way_without_refetching_inner_nodes(tmp_path):
+    writer, result = _export(tmp_path, n=30, per_shard=30, chunker="size-512", max_links=4)
+    reader, source = _reader(tmp_path, writer)
+    ds = IPFSDataset(result.url, client=reader, decode="raw")
+    want = [ds.layout._read_sample_strict(i).fields for i in range(30)]
+    for _ in range(2):
+        for i in range(30):
+            assert ds[i] == (want[i]["npy"], want[i]["cls"])
+    asked = len(source.asked)
+    for i in range(30):
+        ds[i]
+    # every node of this small shard is held by now (inner LRU, verified-block cache)
+    assert len(source.asked) == asked

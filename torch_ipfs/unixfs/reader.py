@@ -356,7 +356,11 @@ class UnixFSFile:
         child = decode_file_node(cid, self.source.get(cid))
         check_child_size(child.cid, child.size, root.cid, root.sizes[k])
         if child.links:
+            # a deeper tree: this child's ranges go the general way from now on (which
+            # keeps inner nodes in its own LRU), never fetched again to learn the same
             self._inner.put(cid.multihash, child, _node_cost(child))
+            if self._table is not None and k < len(self._table[2]):
+                self._table[2][k] = None
             return None
         self._shared.put(cid.multihash, child)
         return child
@@ -520,8 +524,10 @@ class UnixFSFile:
                 self._check_child(node, span)
                 if node.links:
                     self._inner.put(cid.multihash, node, _node_cost(node))
-                elif keep_leaves:
+                elif keep_leaves:  # a small read (map-style): later reads may reuse it
                     self._leaves.put(cid.multihash, node, _node_cost(node))
+                    if pool is None:  # its own bytes, not a recycled buffer
+                        self._shared.put(cid.multihash, node)
                 if not span.future.set_running_or_notify_cancel():  # type: ignore[union-attr]
                     return
                 span.future.set_result(node)  # type: ignore[union-attr]

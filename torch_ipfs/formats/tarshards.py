@@ -409,7 +409,8 @@ class TarShardsLayout(Layout):
         The short path: shard by bisect over the shard starts, the sample's byte range
         from the memory-mapped index, the verified leaf holding it from the process's
         verified-block cache (:meth:`UnixFSFile.leaf_bytes`: fetched and hashed on its
-        first use), its plain tar headers parsed by
+        first use; in a deeper tree, :meth:`UnixFSFile.read_range`), its plain tar headers
+        parsed by
         :func:`~torch_ipfs.formats.tarsample.plain_fields`. Block fetch errors propagate
         as they would from the strict read."""
         state = self._plain_state
@@ -427,14 +428,18 @@ class TarShardsLayout(Layout):
         lo, hi = offsets[j], offsets[j + 1]
         if not 0 <= lo < hi or hi - lo > limit:
             return None
-        leaf = file.leaf_bytes(lo, hi)
-        if leaf is None:
-            return None
-        data, at = leaf
         key = key_of(j)
         if not plain_keys and not key_is_plain(key):
             return None
-        fields = plain_fields(memoryview(data)[lo - at : hi - at], key)  # fields copied once
+        leaf = file.leaf_bytes(lo, hi)
+        if leaf is None:  # a deeper tree: the general walk reads the range (verified)
+            view = memoryview(file.read_range(lo, hi - lo))
+            if len(view) != hi - lo:
+                return None  # cut off: the strict read says so
+        else:
+            data, at = leaf
+            view = memoryview(data)[lo - at : hi - at]
+        fields = plain_fields(view, key)  # each field copied once, out of the view
         return None if fields is None else (key, fields)
 
     #: per-process state of :meth:`read_plain`: (pid, shard starts, total, shards, limit)

@@ -226,16 +226,17 @@ def test_shuffled_dataloader_workers_read_each_sample_once_and_exactly(tmp_path)
     assert got == want and len({npy for _, npy in got}) == 50
 
 
-def test_a_deeper_tree_is_read_the_general_way_without_refetching_inner_nodes(tmp_path):
-    writer, result = _export(tmp_path, n=30, per_shard=30, chunker="size-512", max_links=4)
+def test_a_deeper_tree_never_fetches_an_inner_node_again_to_learn_it_is_one(tmp_path):
+    writer, result = _export(tmp_path, n=30, per_shard=30, chunker="size-4096", max_links=3)
     reader, source = _reader(tmp_path, writer)
     ds = IPFSDataset(result.url, client=reader, decode="raw")
     want = [ds.layout._read_sample_strict(i).fields for i in range(30)]
-    for _ in range(2):
-        for i in range(30):
-            assert ds[i] == (want[i]["npy"], want[i]["cls"])
-    asked = len(source.asked)
+    root = ds.layout._checked_file(0)._root
+    assert all(c.codec == 0x70 for c in root.links)  # dag-pb children: inner nodes here
     for i in range(30):
-        ds[i]
-    # every node of this small shard is held by now (inner LRU, verified-block cache)
-    assert len(source.asked) == asked
+        assert ds[i] == (want[i]["npy"], want[i]["cls"])
+    inner = set(root.links)
+    asked = [c for c in source.asked if c in inner]
+    for i in range(30):
+        assert ds[i] == (want[i]["npy"], want[i]["cls"])
+    assert [c for c in source.asked if c in inner] == asked  # held in the reader's inner LRU

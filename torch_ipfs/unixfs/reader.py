@@ -524,10 +524,8 @@ class UnixFSFile:
                 self._check_child(node, span)
                 if node.links:
                     self._inner.put(cid.multihash, node, _node_cost(node))
-                elif keep_leaves:  # a small read (map-style): later reads may reuse it
+                elif keep_leaves:
                     self._leaves.put(cid.multihash, node, _node_cost(node))
-                    if pool is None:  # its own bytes, not a recycled buffer
-                        self._shared.put(cid.multihash, node)
                 if not span.future.set_running_or_notify_cancel():  # type: ignore[union-attr]
                     return
                 span.future.set_result(node)  # type: ignore[union-attr]

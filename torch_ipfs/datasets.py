@@ -285,6 +285,30 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         return len(self.layout)
 
     def __getitem__(self, index: int) -> Any:
+        lean = self.__dict__.get("_lean")
+        if lean is None:
+            lean = self._lean = self._lean_plan()
+        if lean and type(index) is int and self.decoder is lean[2]:
+            # The short path (a tuple-shaped sample from a sharded-tar root): the layout's
+            # read_plain, the declared fields straight into the tuple. It returns exactly
+            # what make_item(read_raw(index)) does; anything it does not take (None) or any
+            # error goes the general way below, which reads strictly and reports.
+            try:
+                got = self.layout.read_plain(index)  # type: ignore[attr-defined]
+            except (IPFSError, OSError, ValueError):
+                got = None
+            if got is not None:
+                fields = got[1]
+                names = lean[0]
+                if len(fields) == len(names):
+                    try:
+                        values = [fields[f] for f in names]
+                    except KeyError:
+                        pass
+                    else:
+                        if lean[1] and self.transform is None and self.target_transform is None:
+                            return tuple(values)
+                        return self.make_item(RawSample(got[0], fields))
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} samples")
@@ -296,6 +320,32 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
             except (IPFSError, OSError, ValueError) as e:
                 self._failed(e, f"sample {i}")
         raise SampleError(f"{self.layout.where}: no sample could be read (all {n} failed)", index=index)
+
+    def _lean_plan(self) -> tuple[tuple[str, ...], bool, Decoder] | tuple[()]:
+        """``(field names, all raw, decoder)`` when ``ds[i]`` may take the short path:
+        a layout with ``read_plain``, tuple samples of declared fields, items as samples,
+        and this class's own read_raw/make_item/decode_sample (a subclass overriding one
+        gets exactly its own). ``()`` otherwise."""
+        cls, schema = type(self), self.schema
+        if (
+            getattr(self.layout, "read_plain", None) is None
+            or self.items != "samples"
+            or self.fields is not None
+            or schema.structure != "tuple"
+            or not schema.types
+            or cls.read_raw is not _SampleReader.read_raw
+            or cls.make_item is not _SampleReader.make_item
+            or cls.decode_sample is not _SampleReader.decode_sample
+        ):
+            return ()
+        names = tuple(schema.types)
+        raw = all(self.decoder._spec_of(f)[1] == "raw" for f in names)
+        return names, raw, self.decoder
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lean", None)  # remade on first use (it holds the decoder it checked)
+        return state
 
 
 class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):

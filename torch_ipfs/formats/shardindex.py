@@ -185,6 +185,12 @@ class PackedIndex:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def decimal_keys(self) -> tuple[int, int] | None:
+        """``(base, width)`` when key ``j`` is ``base + j`` in ``width`` zero-padded
+        decimal digits (keys derived, not stored); None for stored keys."""
+        return (self._base, self._width) if self._mode == KEYS_DECIMAL else None
+
     def key(self, j: int) -> str:
         """The key of sample ``j`` (``0 <= j < len``)."""
         if self._mode == KEYS_DECIMAL:

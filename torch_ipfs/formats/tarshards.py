@@ -23,8 +23,10 @@ of a shard with bounded memory.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -47,6 +49,7 @@ from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, encode_json, field, 
 from torch_ipfs.formats.shardindex import MappedFiles, PackedIndex
 from torch_ipfs.formats.shardtable import ShardTable
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
+from torch_ipfs.formats.tarsample import key_is_plain, plain_fields
 
 __all__ = [
     "FORMAT",
@@ -74,6 +77,7 @@ TABLE_NAME = "shard-table.bin"
 #: Where verified copies of shard tables and indexes are kept, under the client's home.
 LOCAL_COPIES_DIR = "indexes"
 _STRUCTURES = ("tuple", "dict", "single")
+_LITTLE_ENDIAN = sys.byteorder == "little"  # the index's '<u8' offsets then read as native 'Q'
 
 
 def shard_name(index: int) -> str:
@@ -363,6 +367,7 @@ class TarShardsLayout(Layout):
         state = super().__getstate__()
         state.pop("_open", None)  # file objects hold sources of this process
         state.pop("_open_pid", None)
+        state.pop("_plain_state", None)
         return state
 
     def shard_sizes(self) -> list[int]:
@@ -391,6 +396,91 @@ class TarShardsLayout(Layout):
     # -- reading ------------------------------------------------------------------------
 
     def read_sample(self, index: int) -> RawSample:
+        fast = self.read_plain(index)
+        if fast is not None:
+            return RawSample(fast[0], fast[1])
+        return self._read_sample_strict(index)
+
+    def read_plain(self, index: int) -> tuple[str, dict[str, bytes]] | None:
+        """``(key, fields)`` of sample ``index`` by the short path, or None when the short
+        path does not take it (then :meth:`read_sample` reads it strictly, which gives the
+        same sample or a typed error naming shard and key).
+
+        The short path: shard by bisect over the shard starts, the sample's byte range
+        from the memory-mapped index, the verified leaf holding it from the process's
+        verified-block cache (:meth:`UnixFSFile.leaf_bytes`: fetched and hashed on its
+        first use; in a deeper tree, :meth:`UnixFSFile.read_range`), its plain tar headers
+        parsed by
+        :func:`~torch_ipfs.formats.tarsample.plain_fields`. Block fetch errors propagate
+        as they would from the strict read."""
+        state = self._plain_state
+        if state is None or state[0] != os.getpid():
+            state = self._new_plain_state()
+        _, starts, total, hot, limit = state
+        if not 0 <= index < total:
+            return None
+        shard = bisect.bisect_right(starts, index) - 1
+        h = hot.get(shard)
+        if h is None:
+            h = self._plain_shard(shard, hot)
+        offsets, first, key_of, plain_keys, file = h
+        j = first + index - starts[shard]
+        lo, hi = offsets[j], offsets[j + 1]
+        if not 0 <= lo < hi or hi - lo > limit:
+            return None
+        key = key_of(j)
+        if not plain_keys and not key_is_plain(key):
+            return None
+        leaf = file.leaf_bytes(lo, hi)
+        if leaf is None:  # a deeper tree: the general walk reads the range (verified)
+            view = memoryview(file.read_range(lo, hi - lo))
+            if len(view) != hi - lo:
+                return None  # cut off: the strict read says so
+        else:
+            data, at = leaf
+            view = memoryview(data)[lo - at : hi - at]
+        fields = plain_fields(view, key)  # each field copied once, out of the view
+        return None if fields is None else (key, fields)
+
+    #: per-process state of :meth:`read_plain`: (pid, shard starts, total, shards, limit)
+    _plain_state: tuple[int, list[int], int, dict[int, Any], int] | None = None
+
+    def _new_plain_state(self) -> tuple[int, list[int], int, dict[int, Any], int]:
+        starts = list(self.shard_starts())
+        hot: dict[int, Any] = {}
+        state = (os.getpid(), starts, len(self), hot, config.max_sample_bytes())
+        self._plain_state = state
+        return state
+
+    def _plain_shard(self, shard: int, hot: dict[int, Any]) -> tuple[Any, int, Any, bool, Any]:
+        """What :meth:`read_plain` keeps per shard: the index's offsets (a Python-indexable
+        view), the shard's first position in it, how to get key ``j``, whether every key
+        is plain, and the open, size-checked shard file."""
+        idx = self._index(shard)
+        offsets: Any
+        key_of: Any
+        plain = False
+        if isinstance(idx, PackedIndex):
+            arr = idx.offsets
+            offsets = memoryview(arr).cast("B").cast("Q") if _LITTLE_ENDIAN else arr.tolist()
+            if idx.decimal_keys is not None:
+                base, width = idx.decimal_keys
+                plain = True  # digits only
+
+                def key_of(j: int, base: int = base, width: int = width) -> str:
+                    return f"{base + j:0{width}d}"
+
+            else:
+                key_of = idx.key
+        else:
+            offsets, key_of = idx.offsets, idx.keys.__getitem__
+        if len(hot) >= self.max_open_shards:
+            hot.clear()
+        entry = (offsets, self._first(shard), key_of, plain, self._checked_file(shard))
+        hot[shard] = entry
+        return entry
+
+    def _read_sample_strict(self, index: int) -> RawSample:
         shard, offset = self.locate(index)
         idx = self._index(shard)
         j = self._first(shard) + offset
@@ -403,7 +493,10 @@ class TarShardsLayout(Layout):
         key = idx.keys[j]
         if len(data) != length:
             raise ManifestError(f"{where}: sample {key!r} is cut off by the end of the file")
-        samples = list(tar.samples_of([data], where, start, limit))
+        try:
+            samples = list(tar.samples_of([data], where, start, limit))
+        except ManifestError as e:  # the tar's message, with the sample the index put there
+            raise ManifestError(f"{e} (reading sample {key!r}, at {start} by the index)") from e
         if len(samples) != 1 or samples[0].key != key:
             found = [s.key for s in samples]
             raise ManifestError(f"{where}: index says sample {key!r} at {start}, found {found}")

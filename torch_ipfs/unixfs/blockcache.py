@@ -14,20 +14,27 @@ when the total passes the byte bound) or the process ends; it is never written t
 never shared with another process and dropped in a forked child (DataLoader workers
 start empty and hash every block the first time they use it).
 
-The bound: ``TORCH_IPFS_BLOCK_CACHE_MB`` (default 256 MiB per process; ``0`` turns the
-cache off).
+The bound: ``TORCH_IPFS_BLOCK_CACHE_MB`` (default 512 MiB; ``0`` turns the cache off)
+is one budget for the loading job, not per process: a process that is not a DataLoader
+worker has all of it; each of the ``W`` workers of a DataLoader has ``1/W`` of it (read
+from ``torch.utils.data.get_worker_info()`` when the worker makes its cache), so adding
+workers does not multiply the memory the cache may take. How to size it
+(docs/datasets.md): shuffled map-style reads hash a leaf again each time they miss, and
+they miss in proportion to the part of the dataset's bytes a process's share cannot hold.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
 
 __all__ = ["DEFAULT_MAX_BYTES", "VerifiedBlockCache", "default_cache"]
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: The default budget of one job (split across DataLoader workers; see the module docstring).
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 #: Bookkeeping per entry on top of the node's bytes (dict slot, key, node object).
 ENTRY_OVERHEAD = 200
 
@@ -56,15 +63,24 @@ class VerifiedBlockCache:
         return len(self._items)
 
     def get(self, multihash: bytes) -> Any:
-        """The node cached for ``multihash``, or None."""
-        with self._lock:
-            node = self._items.get(multihash)
-            if node is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(multihash)
-            self.hits += 1
-            return node
+        """The node cached for ``multihash``, or None.
+
+        No lock on this path (it runs once per map-style sample): ``dict.get`` and
+        ``move_to_end`` are each atomic under the GIL, and an entry evicted between the two
+        is still a verified node, returned this once. The counters are statistics: a
+        concurrent update may be lost, never the entries or the byte total (``put`` and
+        eviction hold the lock)."""
+        items = self._items
+        node = items.get(multihash)
+        if node is None:
+            self.misses += 1
+            return None
+        try:
+            items.move_to_end(multihash)
+        except KeyError:
+            pass  # evicted by another thread just now
+        self.hits += 1
+        return node
 
     def put(self, multihash: bytes, node: Any) -> None:
         """Keep ``node`` (decoded from a block verified against ``multihash``). A node
@@ -90,13 +106,25 @@ class VerifiedBlockCache:
 
 
 def _configured_bytes() -> int:
+    """The job's budget (``TORCH_IPFS_BLOCK_CACHE_MB`` or the default), this process's share."""
     raw = os.environ.get("TORCH_IPFS_BLOCK_CACHE_MB")
     if raw is None or not raw.strip():
-        return DEFAULT_MAX_BYTES
-    try:
-        return max(0, int(float(raw) * 1024 * 1024))
-    except ValueError:
-        raise ValueError(f"TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB, got {raw!r}") from None
+        total = DEFAULT_MAX_BYTES
+    else:
+        try:
+            total = max(0, int(float(raw) * 1024 * 1024))
+        except ValueError:
+            raise ValueError(f"TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB, got {raw!r}") from None
+    return total // sharing_workers()
+
+
+def sharing_workers() -> int:
+    """How many processes share the job's budget with this one: ``num_workers`` in a
+    DataLoader worker, else 1. Asks torch only if it is already imported (this layer does
+    not depend on it)."""
+    data = sys.modules.get("torch.utils.data")
+    info = getattr(data, "get_worker_info", lambda: None)() if data is not None else None
+    return max(1, int(getattr(info, "num_workers", 1) or 1))
 
 
 _cache: VerifiedBlockCache | None = None
@@ -104,7 +132,7 @@ _cache_lock = threading.Lock()
 
 
 def default_cache() -> VerifiedBlockCache:
-    """This process's cache (made on first use, sized by ``TORCH_IPFS_BLOCK_CACHE_MB``)."""
+    """This process's cache (made on first use: its share of ``TORCH_IPFS_BLOCK_CACHE_MB``)."""
     global _cache
     if _cache is None:
         with _cache_lock:

@@ -14,6 +14,7 @@ wrong bytes. A missing block is a :class:`BlockNotFoundError`, never a short rea
 
 from __future__ import annotations
 
+import bisect
 import io
 import itertools
 import logging
@@ -205,6 +206,8 @@ class UnixFSFile:
         self._leaves = _LRU(leaf_cache, max(leaf_cache, 1) * 2 * 1024 * 1024 + 1)
         #: the process's verified-block cache (leaves of small reads; shared by every file)
         self._shared = default_cache()
+        #: the root's children as flat lists, made on the first small read (see leaf_bytes)
+        self._table: tuple[list[int], list[int], list[bytes | None]] | None = None
 
     @property
     def size(self) -> int:
@@ -277,6 +280,90 @@ class UnixFSFile:
         return io.BufferedReader(UnixFSRawIO(self), buffer_size=buffer_size)
 
     # -- the walk --------------------------------------------------------------------
+
+    def leaf_bytes(self, lo: int, hi: int) -> tuple[bytes | memoryview, int] | None:
+        """``(data, start)``: the verified bytes of the leaf holding all of ``[lo, hi)``
+        and that leaf's file offset (slice ``data[lo - start : hi - start]``), when the
+        leaf is the root itself or one of the root's children; None otherwise (a deeper
+        tree, a range across two children, a root with bytes of its own): read it with
+        :meth:`read_range`. The caller keeps ``0 <= lo < hi <= size``.
+
+        The map-style hot path: a bisect over the root's child offsets and one lookup in
+        the verified-block cache. A child not cached is fetched through ``source.get``
+        (verified against its CID) and checked against the size its parent promised,
+        exactly as :meth:`read_range` does; a cached one is checked against that size
+        too (the cache is keyed by multihash and shared by every file of the process).
+        """
+        root = self._root
+        if not root.links:
+            return root.data, 0
+        table = self._table
+        if table is None:
+            table = self._table = self._child_table()
+        starts, ends, keys = table
+        k = bisect.bisect_right(starts, lo) - 1
+        if k < 0:
+            return None
+        if hi > ends[k]:
+            return self._across_children(k, lo, hi)
+        key = keys[k]
+        if key is None:
+            return None
+        node = self._shared.get(key)
+        if node is None or node.links or node.size != ends[k] - starts[k]:
+            node = self._load_child(k)
+            if node is None:
+                return None
+        return node.data, starts[k]
+
+    def _across_children(self, k: int, lo: int, hi: int) -> tuple[bytes, int] | None:
+        """:meth:`leaf_bytes` of a range from child ``k`` into the next ones (a sample
+        across a leaf boundary): the pieces joined, each leaf from the cache or fetched."""
+        starts, ends, keys = self._table  # type: ignore[misc]
+        if hi - lo >= STREAM_THRESHOLD:
+            return None
+        parts = []
+        while True:
+            key = keys[k] if k < len(keys) else None
+            if key is None:
+                return None
+            node = self._shared.get(key)
+            if node is None or node.links or node.size != ends[k] - starts[k]:
+                node = self._load_child(k)
+                if node is None:
+                    return None
+            a = max(lo, starts[k]) - starts[k]
+            parts.append(memoryview(node.data)[a : min(hi, ends[k]) - starts[k]])
+            if hi <= ends[k]:
+                return b"".join(parts), lo
+            k += 1
+
+    def _child_table(self) -> tuple[list[int], list[int], list[bytes | None]]:
+        root = self._root
+        if root.data:  # bytes of its own before the children: the general walk reads it
+            return [], [], []
+        starts = list(root.offsets)
+        ends = [a + n for a, n in zip(root.offsets, root.sizes)]
+        keys: list[bytes | None] = [None if c.is_identity else c.multihash for c in root.links]
+        return starts, ends, keys
+
+    def _load_child(self, k: int) -> FileNode | None:
+        """Fetch (verified), decode and size-check the root's child ``k``; cache it when it
+        is a leaf. None when it is an inner node (not for :meth:`leaf_bytes`)."""
+        root = self._root
+        cid = root.links[k]
+        check_depth(root.cid, 1)
+        child = decode_file_node(cid, self.source.get(cid))
+        check_child_size(child.cid, child.size, root.cid, root.sizes[k])
+        if child.links:
+            # a deeper tree: this child's ranges go the general way from now on (which
+            # keeps inner nodes in its own LRU), never fetched again to learn the same
+            self._inner.put(cid.multihash, child, _node_cost(child))
+            if self._table is not None and k < len(self._table[2]):
+                self._table[2][k] = None
+            return None
+        self._shared.put(cid.multihash, child)
+        return child
 
     def _read_one_leaf(self, lo: int, hi: int) -> bytes | None:
         """``[lo, hi)`` when it lies inside one leaf: straight down the tree, no frontier

@@ -264,13 +264,16 @@ class Client:
 
     def _warm_range(self, path: IPFSPath, offset: int, length: int | None) -> int:
         """The prefetch job: one CAR request for the range when a gateway can serve it
-        (:meth:`warm_car`), then the block-by-block warm-up for whatever it did not
-        deliver (all cache hits when it did; every retry and failover of the sources
-        applies there)."""
+        (:meth:`warm_car`: root and leaves in one round trip), then the block-by-block
+        warm-up for whatever it did not deliver (nothing to do when it delivered all),
+        where every retry and failover of the sources applies."""
         cid = self.resolve(path)
+        # One streamed CAR beats parallel block requests even when the root node is
+        # cached already (it comes again, a few hundred bytes): one request's overhead
+        # on both ends instead of one per leaf.
         if (length is None or length > 0) and offset >= 0:
             end = None if length is None else offset + length - 1
-            if self.warm_car(cid, entity_bytes=(offset, end)):
+            if self.warm_car(cid, entity_bytes=None if (offset, end) == (0, None) else (offset, end)):
                 size = self.file(cid).size  # the root node: a cache hit now
                 return max(0, min(size, offset + (size if length is None else length)) - min(offset, size))
         return self.file(cid).warm(offset, length)

@@ -517,8 +517,8 @@ class PackedTarShardsLayout(TarShardsLayout):
                 cids.append(entry.index_cid)
             cids.append(entry.tar_cid)
         prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
-        if prefetch_blocks is not None:
-            prefetch_blocks(cids)
+        #: the future of that background fetch (None locally), e.g. to wait for it
+        self.warming: Future[int] | None = prefetch_blocks(cids) if prefetch_blocks is not None else None
 
     @classmethod
     def from_manifest_v2(
@@ -644,6 +644,7 @@ class PackedTarShardsLayout(TarShardsLayout):
         state = super().__getstate__()
         state["_table"] = None  # mapped again (from the local copy) in the receiving process
         state["_indexes"] = OrderedDict()
+        state["warming"] = None  # a future of this process's prefetch thread
         return state
 
 

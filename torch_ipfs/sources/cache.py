@@ -343,7 +343,11 @@ class CachedSource(BlockSource):
             yield cid, data
 
     def fill(
-        self, key: str, verified_blocks: Callable[[], Iterable[tuple[CID, bytes]]], *, max_bytes: int | None = None
+        self,
+        key: str,
+        verified_blocks: Callable[[], Iterable[tuple[CID, bytes]]],
+        *,
+        max_bytes: int | None = None,
     ) -> bool:
         """Cache the blocks of one multi-block request (a gateway's CAR response), as one
         single flight keyed by ``key`` (the request: root, path and range).

@@ -36,6 +36,8 @@ from torch_ipfs.sources.chain import SourceChain
 
 if TYPE_CHECKING:
     from torch_ipfs.metrics import MetricsCollector
+    from torch_ipfs.sources.cache import CachedSource
+    from torch_ipfs.sources.gateway import GatewaySource
 
 __all__ = ["Client", "default_client"]
 
@@ -280,7 +282,7 @@ class Client:
 
     # -- multi-block requests -------------------------------------------------------------
 
-    def _car_route(self) -> tuple[BlockSource, BlockSource] | None:
+    def _car_route(self) -> tuple[CachedSource, GatewaySource] | None:
         """``(cache, gateway)`` when the read order is store -> cache -> gateways only: a
         gateway's CAR response can then fill the cache in one request. None otherwise
         (a Kubo node first in the order, custom or instrumented sources)."""
@@ -324,12 +326,30 @@ class Client:
         key = f"car {cid}/{path} entity {entity_bytes}"
 
         def blocks() -> Iterator[tuple[CID, bytes]]:
-            return gateway.fetch_car(  # type: ignore[attr-defined, no-any-return]
+            return gateway.fetch_car(
                 cid, path, dag_scope="entity", entity_bytes=entity_bytes, fallback=False
             )
 
+        def cached() -> bool:
+            # The same walk the verifier runs, over the cache alone: complete means
+            # another reader made this request a moment ago (a few local reads; it stops
+            # at the first block missing).
+            from torch_ipfs.unixfs.walk import CarWalk
+
+            segments = tuple(s for s in path.split("/") if s)
+            walk = CarWalk(cid, segments, scope="entity", entity_bytes=entity_bytes)
+            try:
+                while (want := walk.next_cid()) is not None:
+                    block = cache.peek(want)
+                    if block is None:
+                        return False
+                    walk.accept(want, block)
+            except IPFSError:  # e.g. the path is not there: the request will say so
+                return False
+            return True
+
         try:
-            return bool(cache.fill(key, blocks, max_bytes=max_bytes))  # type: ignore[attr-defined]
+            return cache.fill(key, blocks, max_bytes=max_bytes, done=cached)
         except (IPFSError, OSError) as e:
             log.debug("CAR request for /ipfs/%s/%s failed (%s); reading block by block", cid, path, e)
             return False

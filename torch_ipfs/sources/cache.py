@@ -348,6 +348,7 @@ class CachedSource(BlockSource):
         verified_blocks: Callable[[], Iterable[tuple[CID, bytes]]],
         *,
         max_bytes: int | None = None,
+        done: Callable[[], bool] | None = None,
     ) -> bool:
         """Cache the blocks of one multi-block request (a gateway's CAR response), as one
         single flight keyed by ``key`` (the request: root, path and range).
@@ -361,6 +362,8 @@ class CachedSource(BlockSource):
         response is abandoned once it delivered more than that many bytes (what it
         delivered so far stays cached) and False is returned; otherwise True. A failed
         response raises (what it delivered before stays cached, every block verified).
+        ``done()``, asked once the request is ours, says whether the cache already holds
+        everything it would bring (another reader made it a moment ago): then it is not made.
         """
         mh = b"request:" + hashlib.sha256(key.encode()).digest()
         claim = self._claim(mh, wait=False)
@@ -372,6 +375,8 @@ class CachedSource(BlockSource):
         received = 0
         complete = True
         try:
+            if done is not None and done():
+                return True
             blocks = verified_blocks()
             try:
                 for cid, block in blocks:
@@ -389,6 +394,12 @@ class CachedSource(BlockSource):
             self._release(mh, claim)
             self.bytes_filled += received
         return complete
+
+    def peek(self, cid: CID) -> bytes | None:
+        """The cached block, verified, or None: never asks the wrapped source."""
+        if cid.is_identity:
+            return cid.digest
+        return self._lookup(cid)
 
     def has(self, cid: CID) -> bool:
         """True if cached or the wrapped source has it."""

@@ -162,3 +162,13 @@ def test_the_same_car_request_from_two_clients_sharing_a_cache_is_made_once(tmp_
     before = len(proxy.requests)
     assert b.cat(shard) == a.cat(shard) and len(b.cat(shard)) == result.shard_bytes[1]
     assert len(proxy.requests) == before
+
+
+def test_a_car_request_stops_reading_at_its_byte_cap(tmp_path, exported, proxy):
+    _, result = exported
+    shard = result.shard_cids[0]  # 41 KiB in 4 KiB leaves
+    client = _client(tmp_path, proxy)
+    assert client.warm_car(shard, max_bytes=6000) is False  # abandoned: not everything cached
+    cache = client.source.sources[-1]
+    assert 6000 < cache.bytes_filled <= 6000 + 4096  # the root node and the leaf that passed the cap
+    assert cache.stats().bytes_written == cache.bytes_filled

@@ -22,7 +22,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.config import Settings, parse_size
-from torch_ipfs.errors import UnixFSFormatError, UnsafePathError
+from torch_ipfs.errors import IPFSError, UnixFSFormatError, UnsafePathError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
 
 if TYPE_CHECKING:
     from torch_ipfs.metrics import MetricsCollector
+    from torch_ipfs.sources.cache import CachedSource
+    from torch_ipfs.sources.gateway import GatewaySource
 
 __all__ = ["Client", "default_client"]
 
@@ -240,9 +242,131 @@ class Client:
             return None
         if path.gateway and path.gateway not in self.gateways:
             return None
-        if self._prefetcher is None:
-            self._prefetcher = _Prefetcher()
-        return self._prefetcher.submit(lambda: self.file(path).warm(offset, length), str(path))
+        return self._background(lambda: self._warm_range(path, offset, length), str(path))
+
+    def prefetch_blocks(self, cids: Sequence[CID]) -> Future[int] | None:
+        """Start fetching these blocks into the verified cache in the background (in
+        parallel, through the read order's ``get_many``); a future of how many, or None
+        without a remote source (see :meth:`prefetch`). Used to fetch the few small
+        blocks every DataLoader worker needs first (shard indexes, shard root nodes)
+        once, in the main process, while the workers start."""
+        if not self._remote or self._custom_sources is not None or not cids:
+            return None
+        wanted = list(dict.fromkeys(cids))
+
+        def job() -> int:
+            return sum(1 for _ in self.source.get_many(wanted))
+
+        return self._background(job, f"{len(wanted)} blocks")
+
+    def _background(self, job: Callable[[], int], what: str) -> Future[int]:
+        if self._prefetcher is None or self._prefetcher.pid != os.getpid():
+            self._prefetcher = _Prefetcher()  # its thread does not survive a fork
+        return self._prefetcher.submit(job, what)
+
+    def _warm_range(self, path: IPFSPath, offset: int, length: int | None) -> int:
+        """The prefetch job: one CAR request for the range when a gateway can serve it
+        (:meth:`warm_car`: root and leaves in one round trip), then the block-by-block
+        warm-up for whatever it did not deliver (nothing to do when it delivered all),
+        where every retry and failover of the sources applies."""
+        cid = self.resolve(path)
+        # One streamed CAR beats parallel block requests even when the root node is
+        # cached already (it comes again, a few hundred bytes): one request's overhead
+        # on both ends instead of one per leaf.
+        if (length is None or length > 0) and offset >= 0:
+            end = None if length is None else offset + length - 1
+            if self.warm_car(cid, entity_bytes=None if (offset, end) == (0, None) else (offset, end)):
+                size = self.file(cid).size  # the root node: a cache hit now
+                return max(0, min(size, offset + (size if length is None else length)) - min(offset, size))
+        return self.file(cid).warm(offset, length)
+
+    # -- multi-block requests -------------------------------------------------------------
+
+    def _car_route(self) -> tuple[CachedSource, GatewaySource] | None:
+        """``(cache, gateway)`` when the read order is store -> cache -> gateways only: a
+        gateway's CAR response can then fill the cache in one request. None otherwise
+        (a Kubo node first in the order, custom or instrumented sources)."""
+        if self._custom_sources is not None or len(self._remote) != 1:
+            return None
+        from torch_ipfs.sources.cache import CachedSource
+        from torch_ipfs.sources.gateway import GatewaySource
+
+        members = getattr(self.source, "sources", [])
+        cache = members[-1] if members else None
+        if not isinstance(cache, CachedSource) or not isinstance(cache.source, GatewaySource):
+            return None
+        return cache, cache.source
+
+    def warm_car(
+        self,
+        root: CID | str,
+        path: str = "",
+        *,
+        entity_bytes: tuple[int, int | None] | None = None,
+        max_bytes: int | None = None,
+    ) -> bool:
+        """Fetch the blocks of ``/ipfs/root/path`` (``dag-scope=entity``: the path's
+        blocks, then the file, or only the part covering ``entity_bytes``, inclusive)
+        into the verified cache with **one** CAR request, each block checked by the CAR
+        verifier against our own walk of the DAG as it arrives.
+
+        Purely an optimisation, so it never raises: True when every block of the request
+        is now cached; False when there is no gateway-only read order, the gateway does
+        not have the path, the response failed (a bad block marks the gateway unhealthy,
+        as any read does) or was longer than ``max_bytes`` (reading stops there). The
+        reads that follow fetch what is missing block by block, with the sources'
+        retries. Concurrent identical requests (threads, DataLoader workers, processes
+        sharing the cache) are made once.
+        """
+        route = self._car_route()
+        if route is None:
+            return False
+        cache, gateway = route
+        cid = CID.decode(root)
+        key = f"car {cid}/{path} entity {entity_bytes}"
+
+        def blocks() -> Iterator[tuple[CID, bytes]]:
+            return gateway.fetch_car(
+                cid, path, dag_scope="entity", entity_bytes=entity_bytes, fallback=False
+            )
+
+        def cached() -> bool:
+            # The same walk the verifier runs, over the cache alone: complete means
+            # another reader made this request a moment ago (a few local reads; it stops
+            # at the first block missing).
+            from torch_ipfs.unixfs.walk import CarWalk
+
+            segments = tuple(s for s in path.split("/") if s)
+            walk = CarWalk(cid, segments, scope="entity", entity_bytes=entity_bytes)
+            try:
+                while (want := walk.next_cid()) is not None:
+                    block = cache.peek(want)
+                    if block is None:
+                        return False
+                    walk.accept(want, block)
+            except IPFSError:  # e.g. the path is not there: the request will say so
+                return False
+            return True
+
+        try:
+            return cache.fill(key, blocks, max_bytes=max_bytes, done=cached)
+        except (IPFSError, OSError) as e:
+            log.debug("CAR request for /ipfs/%s/%s failed (%s); reading block by block", cid, path, e)
+            return False
+
+    def warm_paths(self, root: CID | str, paths: Sequence[str], *, max_bytes: int | None = None) -> int:
+        """:meth:`warm_car` for several paths below ``root`` at once, in parallel (one
+        round trip for all of them); returns how many were fetched. Paths the gateway
+        does not have cost nothing but their parallel request."""
+        if self._car_route() is None or not paths:
+            return 0
+        if len(paths) == 1:
+            return int(self.warm_car(root, paths[0], max_bytes=max_bytes))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(paths), thread_name_prefix="torch-ipfs-open") as pool:
+            done = list(pool.map(lambda p: self.warm_car(root, p, max_bytes=max_bytes), paths))
+        return sum(done)
 
     def cat(self, address: str | CID | IPFSPath, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes of a file (or a byte range of it), every block verified."""
@@ -255,12 +379,14 @@ class Client:
         """A seekable, read-only binary file object over a UnixFS file."""
         return self.file(address).open()
 
-    def ls(self, address: str | CID | IPFSPath):
-        """Entries of a directory (plain or HAMT-sharded)."""
+    def ls(self, address: str | CID | IPFSPath, *, resolve_types: bool = True):
+        """Entries of a directory (plain or HAMT-sharded). ``resolve_types=False`` does
+        not fetch each child to tell files from directories (dag-pb children are then
+        ``"unknown"``): the directory's own blocks only."""
         from torch_ipfs.unixfs.reader import ls
 
         path = parse_address(address)
-        return ls(self._source_for(path), self.resolve(path))
+        return ls(self._source_for(path), self.resolve(path), resolve_types=resolve_types)
 
     def stat(self, address: str | CID | IPFSPath):
         """Type, size and block count of the node at an address."""
@@ -409,6 +535,7 @@ class _Prefetcher:
     """
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self._jobs: queue.SimpleQueue[tuple[Callable[[], int], str, Future[int]]] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="torch-ipfs-prefetch", daemon=True).start()
 

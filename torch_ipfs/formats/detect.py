@@ -26,10 +26,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from torch_ipfs.cid import CID, IPFSPath, parse_address
+from torch_ipfs.cid import CID, DAG_PB, IPFSPath, parse_address
 from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
 from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, load_json
+from torch_ipfs.formats.tarshards import TABLE_NAME  # the layout export writes: loaded with this module
 
 __all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
 
@@ -136,8 +137,17 @@ class _Detector:
     def _stat_type(self) -> str:
         return self.client.get().stat(self.root).type
 
-    def _entries(self) -> dict[str, Any]:
-        return {e.name: e for e in self.client.get().ls(self.root)}
+    def _entries(self, *, types: bool = True) -> dict[str, Any]:
+        return {e.name: e for e in self.client.get().ls(self.root, resolve_types=types)}
+
+    def _warm_manifest(self) -> None:
+        """Over a gateway, fetch ``manifest.json`` and a v2 root's shard table with one
+        CAR request each, both at once (each also carries the root directory's block):
+        detection and the layout's open then read them from the verified cache, one
+        round trip in all instead of one per block. A root that has neither costs those
+        two parallel requests (each answered 404), nothing else. The table's bytes are
+        capped like a manifest's."""
+        self.client.get().warm_paths(self.root.cid, [MANIFEST, TABLE_NAME], max_bytes=MAX_MANIFEST_BYTES)
 
     def _cat(self, ref: IPFSPath) -> bytes:
         f = self.client.get().file(ref)
@@ -145,16 +155,21 @@ class _Detector:
         return f.read_range(0, f.size)
 
     def open(self, layout: str | None) -> Layout:
+        wants_manifest = layout in (None, "tarshards", "cidlist", "embedded", "multimodal", "shardedjson")
+        if wants_manifest and not self.root.gateway and self.root.cid.codec == DAG_PB:
+            self._warm_manifest()  # (a pasted gateway URL is read from that host, uncached)
         is_dir = self._stat_type() == "dir"
         if layout == "plain":
             return self.plain(streaming=False)
         if is_dir:
-            entries = self._entries()
-            if MANIFEST in entries and layout in (None, "tarshards", "cidlist", "embedded", "multimodal",
-                                                  "shardedjson"):  # fmt: skip
-                ref = child(self.root, entries[MANIFEST].cid)
-                where = f"{self.where}/{MANIFEST} ({entries[MANIFEST].cid})"
+            # The names first (the directory's own blocks): a manifest needs nothing else,
+            # so the children are fetched for their types only when there is none.
+            names = self._entries(types=False)
+            if MANIFEST in names and wants_manifest:
+                ref = child(self.root, names[MANIFEST].cid)
+                where = f"{self.where}/{MANIFEST} ({names[MANIFEST].cid})"
                 return self.from_manifest(load_json(self._cat(ref), where), where, layout)
+            entries = self._entries()
             if layout in (None, "folder") and (METADATA in entries or layout == "folder"):
                 from torch_ipfs.formats.folder import FolderLayout
 

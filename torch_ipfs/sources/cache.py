@@ -36,6 +36,7 @@ Guarantees, with any number of processes sharing the directory:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -139,6 +140,8 @@ class CachedSource(BlockSource):
         #: blocks another reader was fetching, that this one then read from the cache
         self.coalesced = 0
         self.bytes_written = self.write_errors = 0
+        #: bytes received by :meth:`fill` (multi-block requests), cached or already there
+        self.bytes_filled = 0
         self._shards_made: set[str] = set()
         self._clean_stale_temp_files()
 
@@ -338,6 +341,65 @@ class CachedSource(BlockSource):
             if uses[cid] == 0:
                 del pending[cid]
             yield cid, data
+
+    def fill(
+        self,
+        key: str,
+        verified_blocks: Callable[[], Iterable[tuple[CID, bytes]]],
+        *,
+        max_bytes: int | None = None,
+        done: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Cache the blocks of one multi-block request (a gateway's CAR response), as one
+        single flight keyed by ``key`` (the request: root, path and range).
+
+        ``verified_blocks()`` must yield only blocks already hashed against their CIDs
+        (:meth:`GatewaySource.fetch_car <torch_ipfs.sources.gateway.GatewaySource.fetch_car>`
+        does: each block is checked by its CAR verifier before it is yielded), so they are
+        not hashed a second time here; blocks already cached are not written twice. When
+        another reader is running the same request right now, this waits for it instead
+        of asking again (its blocks are then in the cache). With ``max_bytes``, the
+        response is abandoned once it delivered more than that many bytes (what it
+        delivered so far stays cached) and False is returned; otherwise True. A failed
+        response raises (what it delivered before stays cached, every block verified).
+        ``done()``, asked once the request is ours, says whether the cache already holds
+        everything it would bring (another reader made it a moment ago): then it is not made.
+        """
+        mh = b"request:" + hashlib.sha256(key.encode()).digest()
+        claim = self._claim(mh, wait=False)
+        if claim is None:  # the same request is in flight elsewhere: wait for it, then use the cache
+            waited = self._claim(mh, wait=True)
+            if waited is not None:
+                self._release(mh, waited)
+            return True
+        received = 0
+        complete = True
+        try:
+            if done is not None and done():
+                return True
+            blocks = verified_blocks()
+            try:
+                for cid, block in blocks:
+                    received += len(block)
+                    if not cid.is_identity:
+                        self._insert(cid.multihash, block)
+                    if max_bytes is not None and received > max_bytes:
+                        complete = False
+                        break
+            finally:
+                close = getattr(blocks, "close", None)
+                if close is not None:
+                    close()  # stops reading the response (a capped or failed request)
+        finally:
+            self._release(mh, claim)
+            self.bytes_filled += received
+        return complete
+
+    def peek(self, cid: CID) -> bytes | None:
+        """The cached block, verified, or None: never asks the wrapped source."""
+        if cid.is_identity:
+            return cid.digest
+        return self._lookup(cid)
 
     def has(self, cid: CID) -> bool:
         """True if cached or the wrapped source has it."""

@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+import httpcore  # noqa: F401 - httpx imports it on the first Client(): pay it with this module
 import httpx
 
 from torch_ipfs import config
@@ -196,6 +197,9 @@ class GatewaySource(BlockSource):
             ),
             headers={"Accept-Encoding": "identity", **(headers or {})},
             follow_redirects=False,  # a redirect could lead to a host nobody configured
+            # Redirects are not followed, so only an https:// gateway can ever need TLS:
+            # without one, skip loading the CA bundle (~20 ms in every DataLoader worker).
+            verify=any(u.startswith("https://") for u in self.urls),
         )
         self._pool: ThreadPoolExecutor | None = None
         self._hedge_pool: ThreadPoolExecutor | None = None

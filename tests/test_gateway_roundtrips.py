@@ -1,0 +1,174 @@
+"""Round trips of a sharded dataset read through a trustless gateway: a real loopback
+``torch_ipfs.serve`` behind a recording (and, where asked, corrupting) proxy.
+
+What is counted is what a 50 ms link pays for: requests made one after the other. Opening
+is one round trip (two parallel CAR requests: ``manifest.json`` and the shard table); the
+indexes and root nodes of the shards follow in one background batch; a shard span then
+needs only its leaves. Every block is still verified: a corrupted CAR is rejected block by
+block and the read falls back to single blocks, a gateway that corrupts everything fails
+loudly, and every sample arrives exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from dagbuild import CountingStore
+from faultproxy import FaultProxy
+from gatewayserver import running_gateway
+from torch.utils.data import DataLoader
+
+from torch_ipfs.client import Client
+from torch_ipfs.dag import walk_dfs
+from torch_ipfs.datasets import IPFSIterableDataset
+from torch_ipfs.errors import IntegrityError
+from torch_ipfs.exporter import export_dataset
+from torch_ipfs.unixfs.importer import ImportOptions
+from torch_ipfs.unixfs.reader import UnixFSFile
+
+SAMPLES, PER_SHARD = 48, 16
+
+
+def _images() -> list[tuple[torch.Tensor, int]]:
+    gen = torch.Generator().manual_seed(11)
+    images = torch.randint(0, 256, (SAMPLES, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    return [(images[i], i % 7) for i in range(SAMPLES)]
+
+
+@pytest.fixture(scope="module")
+def exported():
+    """48 images in 3 tar shards with 4 KiB leaves (several leaves per shard)."""
+    store = CountingStore()
+    result = export_dataset(
+        _images(), samples_per_shard=PER_SHARD, destination=store, progress=False,
+        import_options=ImportOptions(chunker="size-4096"),
+    )  # fmt: skip
+    return store, result
+
+
+@pytest.fixture
+def proxy(exported):
+    store, _ = exported
+    with running_gateway(store) as server, FaultProxy(server.url) as proxy:
+        store.fetched.clear()
+        yield proxy
+
+
+def _client(tmp_path, proxy: FaultProxy) -> Client:
+    return Client(home=tmp_path / "home", api="", gateways=[proxy.url], retry_budget=0)
+
+
+def _query(path: str) -> str:
+    return path.split("?", 1)[1] if "?" in path else ""
+
+
+def _pixels(batches) -> list[tuple[int, bytes]]:
+    images = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches]).tolist()
+    return sorted(zip(labels, [i.numpy().tobytes() for i in images], strict=True))
+
+
+EXPECTED = sorted((label, image.numpy().tobytes()) for image, label in _images())
+
+
+def test_open_is_one_round_trip_then_one_batch_then_each_span_its_leaves(tmp_path, exported, proxy):
+    store, result = exported
+    root = str(result.cid)
+    ds = IPFSIterableDataset(f"ipfs://{root}", client=_client(tmp_path, proxy), decode="tensor")
+    # opening: the manifest and the shard table, one CAR each, sent together
+    opened = list(proxy.requests)
+    assert sorted(opened) == [
+        f"/ipfs/{root}/manifest.json?format=car&dag-scope=entity",
+        f"/ipfs/{root}/shard-table.bin?format=car&dag-scope=entity",
+    ]
+    # then one background batch: each shard's index and its tar file's root node
+    assert ds.layout.warming.result(timeout=30) == 2 * len(result.shard_cids)
+    warmed = proxy.requests[len(opened):]
+    table = ds.layout.table
+    entries = [table.file_entry(f) for f in range(len(table.files))]
+    assert sorted(warmed) == sorted(
+        f"/ipfs/{cid}?format=raw" for e in entries for cid in (e.index_cid, e.tar_cid)
+    )
+    # the first span: only its leaves, no index, no root node, nothing twice
+    before = len(proxy.requests)
+    first = next(iter(DataLoader(ds, batch_size=PER_SHARD)))
+    span = proxy.requests[before:]
+    shard0 = result.shard_cids[0]
+    leaves = {str(c) for c, _ in walk_dfs(store, shard0)} - {str(shard0)}
+    fetched = [p.split("?")[0].rsplit("/", 1)[1] for p in span if "format=raw" in p]
+    # every leaf but the last (it holds only the tar's end-of-archive blocks), once each
+    assert len(set(fetched)) == len(fetched) == len(leaves) - 1 and set(fetched) < leaves
+    assert all(_query(p) == "format=raw" or "entity-bytes" in p for p in span)
+    assert torch.equal(first[0], torch.stack([image for image, _ in _images()[:PER_SHARD]]))
+
+
+def test_whole_pass_with_workers_every_sample_once_and_no_request_twice(tmp_path, exported, proxy):
+    _, result = exported
+    ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
+    got = _pixels(list(DataLoader(ds, batch_size=5, num_workers=2)))
+    assert got == EXPECTED
+    repeated = {p: n for p, n in Counter(proxy.requests).items() if n > 1}
+    assert repeated == {}  # single flight across the main process and both workers
+    # bounded: the open's 2 CARs, one CAR per prefetched span, the rest single blocks
+    cars = [p for p in proxy.requests if "format=car" in p]
+    assert len(cars) <= 2 + len(result.shard_cids)
+
+
+def test_a_corrupted_car_is_rejected_and_the_read_falls_back_to_verified_blocks(tmp_path, exported, proxy):
+    _, result = exported
+    proxy.set("flip", only="car")  # every CAR's last byte flipped: a bad last block, status 200
+    client = _client(tmp_path, proxy)
+    ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
+    got = _pixels(list(DataLoader(ds, batch_size=8)))
+    assert got == EXPECTED  # not one wrong byte reached the loop
+    assert proxy.faults >= 2  # the two CARs of the open, and the prefetched spans
+    cache = client.source.sources[-1]
+    assert cache.stats().dropped == 0  # nothing bad was ever written to the cache
+
+
+def test_a_gateway_that_corrupts_every_block_fails_loudly(tmp_path, exported, proxy):
+    _, result = exported
+    proxy.set("flip")  # raw blocks and CARs alike
+    with pytest.raises(IntegrityError):
+        IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
+
+
+def test_a_corrupted_span_car_is_refetched_block_by_block(tmp_path, exported, proxy):
+    store, result = exported
+    client = _client(tmp_path, proxy)
+    shard = result.shard_cids[2]
+    proxy.set("flip", only="car", times=1)
+    assert client.prefetch(shard, 100, 9000).result(timeout=30) == 9000
+    assert proxy.faults == 1
+    raw_after_car = [p for p in proxy.requests if "format=raw" in p]
+    assert raw_after_car  # the blocks the bad CAR did not deliver, fetched and verified one by one
+    before = len(proxy.requests)
+    assert client.cat(shard, 100, 9000) == UnixFSFile(store, shard).read_range(100, 9000)
+    assert len(proxy.requests) == before  # all from the cache now
+
+
+def test_the_same_car_request_from_two_clients_sharing_a_cache_is_made_once(tmp_path, exported, proxy):
+    _, result = exported
+    shard = result.shard_cids[1]
+    proxy.set("delay", only="car", seconds=0.5)  # the first request holds its claim meanwhile
+    a, b = _client(tmp_path, proxy), _client(tmp_path, proxy)  # one home: one cache directory
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda c: c.warm_car(shard), [a, b]))
+    assert done == [True, True]
+    assert [p for p in proxy.requests if "format=car" in p] == [f"/ipfs/{shard}?format=car&dag-scope=entity"]
+    before = len(proxy.requests)
+    assert b.cat(shard) == a.cat(shard) and len(b.cat(shard)) == result.shard_bytes[1]
+    assert len(proxy.requests) == before
+
+
+def test_a_car_request_stops_reading_at_its_byte_cap(tmp_path, exported, proxy):
+    _, result = exported
+    shard = result.shard_cids[0]  # 41 KiB in 4 KiB leaves
+    client = _client(tmp_path, proxy)
+    assert client.warm_car(shard, max_bytes=6000) is False  # abandoned: not everything cached
+    cache = client.source.sources[-1]
+    assert 6000 < cache.bytes_filled <= 6000 + 4096  # the root node and the leaf that passed the cap
+    assert cache.stats().bytes_written == cache.bytes_filled

@@ -205,12 +205,6 @@ class PackedIndex:
     def keys(self) -> Sequence[str]:
         return _Keys(self)
 
-    @property
-    def decimal_keys(self) -> tuple[int, int] | None:
-        """``(base, width)`` when sample ``j``'s key is ``f"{base + j:0{width}d}"`` (key
-        mode 0), else None: readers then make keys in bulk instead of one by one."""
-        return (self._base, self._width) if self._mode == KEYS_DECIMAL else None
-
     def span(self, start: int, stop: int) -> tuple[int, int]:
         """``(offset, length)`` of samples ``start .. stop-1``."""
         a, b = int(self.offsets[start]), int(self.offsets[stop])

@@ -7,6 +7,8 @@ real dag-pb codec, store the blocks in a real store and return their CIDs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch_ipfs.cid import CID, DAG_PB, RAW
 from torch_ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, encode_node
 from torch_ipfs.sources.base import MemoryStore
@@ -72,3 +74,26 @@ class CountingStore(MemoryStore):
     def _get_raw(self, cid: CID) -> bytes:
         self.fetched.append(cid)
         return super()._get_raw(cid)
+
+
+def small_images(samples: int, seed: int, classes: int) -> list[tuple[Any, int]]:
+    """``samples`` random 16x16 uint8 images, sample ``i`` labelled ``i % classes``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (samples, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    return [(images[i], i % classes) for i in range(samples)]
+
+
+def export_small_images(samples: int, per_shard: int, seed: int, classes: int) -> tuple[CountingStore, Any]:
+    """:func:`small_images` exported in shards of ``per_shard`` with 4 KiB chunks (several
+    leaves per shard) into a :class:`CountingStore`; returns the store and the result."""
+    from torch_ipfs.exporter import export_dataset
+    from torch_ipfs.unixfs.importer import ImportOptions
+
+    store = CountingStore()
+    result = export_dataset(
+        small_images(samples, seed, classes), samples_per_shard=per_shard, destination=store,
+        progress=False, import_options=ImportOptions(chunker="size-4096"),
+    )  # fmt: skip
+    return store, result

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from dagbuild import CountingStore
+from dagbuild import export_small_images, small_images
 from faultproxy import FaultProxy
 from gatewayserver import running_gateway
 from torch.utils.data import DataLoader
@@ -25,28 +25,19 @@ from torch_ipfs.client import Client
 from torch_ipfs.dag import walk_dfs
 from torch_ipfs.datasets import IPFSIterableDataset
 from torch_ipfs.errors import IntegrityError
-from torch_ipfs.exporter import export_dataset
-from torch_ipfs.unixfs.importer import ImportOptions
 from torch_ipfs.unixfs.reader import UnixFSFile
 
 SAMPLES, PER_SHARD = 48, 16
 
 
-def _images() -> list[tuple[torch.Tensor, int]]:
-    gen = torch.Generator().manual_seed(11)
-    images = torch.randint(0, 256, (SAMPLES, 3, 16, 16), dtype=torch.uint8, generator=gen)
-    return [(images[i], i % 7) for i in range(SAMPLES)]
+def _images() -> list:
+    return small_images(SAMPLES, seed=11, classes=7)
 
 
 @pytest.fixture(scope="module")
 def exported():
     """48 images in 3 tar shards with 4 KiB leaves (several leaves per shard)."""
-    store = CountingStore()
-    result = export_dataset(
-        _images(), samples_per_shard=PER_SHARD, destination=store, progress=False,
-        import_options=ImportOptions(chunker="size-4096"),
-    )  # fmt: skip
-    return store, result
+    return export_small_images(SAMPLES, PER_SHARD, seed=11, classes=7)
 
 
 @pytest.fixture
@@ -86,7 +77,7 @@ def test_open_is_one_round_trip_then_one_batch_then_each_span_its_leaves(tmp_pat
     ]
     # then one background batch: each shard's index and its tar file's root node
     assert ds.layout.warming.result(timeout=30) == 2 * len(result.shard_cids)
-    warmed = proxy.requests[len(opened):]
+    warmed = proxy.requests[len(opened) :]
     table = ds.layout.table
     entries = [table.file_entry(f) for f in range(len(table.files))]
     assert sorted(warmed) == sorted(

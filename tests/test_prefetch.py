@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
-from dagbuild import CountingStore
+from dagbuild import export_small_images, small_images
 from faultproxy import FaultProxy
 from gatewayserver import running_gateway
 from torch.utils.data import DataLoader
@@ -17,29 +17,20 @@ from torch_ipfs.client import Client
 from torch_ipfs.dag import walk_dfs
 from torch_ipfs.datasets import IPFSIterableDataset
 from torch_ipfs.errors import IPFSError
-from torch_ipfs.exporter import export_dataset
 from torch_ipfs.sources.base import MemoryStore
-from torch_ipfs.unixfs.importer import ImportOptions
 from torch_ipfs.unixfs.reader import UnixFSFile
 
 SAMPLES, PER_SHARD = 60, 20
 
 
-def _images() -> list[tuple[torch.Tensor, int]]:
-    gen = torch.Generator().manual_seed(7)
-    images = torch.randint(0, 256, (SAMPLES, 3, 16, 16), dtype=torch.uint8, generator=gen)
-    return [(images[i], i % 5) for i in range(SAMPLES)]
+def _images() -> list:
+    return small_images(SAMPLES, seed=7, classes=5)
 
 
 @pytest.fixture(scope="module")
 def exported():
     """60 images in 3 tar shards, 4 KiB chunks (several leaves per shard), in a counting store."""
-    store = CountingStore()
-    result = export_dataset(
-        _images(), samples_per_shard=PER_SHARD, destination=store, progress=False,
-        import_options=ImportOptions(chunker="size-4096"),
-    )  # fmt: skip
-    return store, result
+    return export_small_images(SAMPLES, PER_SHARD, seed=7, classes=5)
 
 
 @pytest.fixture

@@ -306,15 +306,20 @@ class UnixFSFile:
             return None
         if hi > ends[k]:
             return self._across_children(k, lo, hi)
-        key = keys[k]
+        node = self._child_node(k)
+        return None if node is None else (node.data, starts[k])
+
+    def _child_node(self, k: int) -> FileNode | None:
+        """Root child ``k`` as a verified leaf node (the shared cache's, else fetched), or
+        None when it is not a plain leaf (the general walk then reads it)."""
+        starts, ends, keys = self._table  # type: ignore[misc]
+        key = keys[k] if k < len(keys) else None
         if key is None:
             return None
         node = self._shared.get(key)
         if node is None or node.links or node.size != ends[k] - starts[k]:
             node = self._load_child(k)
-            if node is None:
-                return None
-        return node.data, starts[k]
+        return node
 
     def _across_children(self, k: int, lo: int, hi: int) -> tuple[bytes, int] | None:
         """:meth:`leaf_bytes` of a range from child ``k`` into the next ones (a sample
@@ -324,14 +329,9 @@ class UnixFSFile:
             return None
         parts = []
         while True:
-            key = keys[k] if k < len(keys) else None
-            if key is None:
+            node = self._child_node(k)
+            if node is None:
                 return None
-            node = self._shared.get(key)
-            if node is None or node.links or node.size != ends[k] - starts[k]:
-                node = self._load_child(k)
-                if node is None:
-                    return None
             a = max(lo, starts[k]) - starts[k]
             parts.append(memoryview(node.data)[a : min(hi, ends[k]) - starts[k]])
             if hi <= ends[k]:

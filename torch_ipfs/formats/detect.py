@@ -30,7 +30,6 @@ from torch_ipfs.cid import CID, DAG_PB, IPFSPath, parse_address
 from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
 from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, load_json
-from torch_ipfs.formats.tarshards import TABLE_NAME  # the layout export writes: loaded with this module
 
 __all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
 
@@ -147,6 +146,8 @@ class _Detector:
         round trip in all instead of one per block. A root that has neither costs those
         two parallel requests (each answered 404), nothing else. The table's bytes are
         capped like a manifest's."""
+        from torch_ipfs.formats.tarshards import TABLE_NAME
+
         self.client.get().warm_paths(self.root.cid, [MANIFEST, TABLE_NAME], max_bytes=MAX_MANIFEST_BYTES)
 
     def _cat(self, ref: IPFSPath) -> bytes:

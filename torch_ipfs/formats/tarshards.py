@@ -50,6 +50,7 @@ from torch_ipfs.formats.shardindex import MappedFiles, PackedIndex
 from torch_ipfs.formats.shardtable import ShardTable
 from torch_ipfs.formats.tar import ShardIndex, write_tar_shard
 from torch_ipfs.formats.tarsample import key_is_plain, plain_fields
+from torch_ipfs.sources.base import MAX_BLOCK_SIZE
 
 __all__ = [
     "FORMAT",
@@ -608,7 +609,8 @@ class PackedTarShardsLayout(TarShardsLayout):
             entry = table.file_entry(file)
             if entry.index_bytes <= 1024 * 1024:
                 cids.append(entry.index_cid)
-            cids.append(entry.tar_cid)
+            if entry.tar_bytes > MAX_BLOCK_SIZE:  # a root node, not the data of a one-block tar
+                cids.append(entry.tar_cid)
         prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
         #: the future of that background fetch (None locally), e.g. to wait for it
         self.warming: Future[int] | None = prefetch_blocks(cids) if prefetch_blocks is not None else None
@@ -675,7 +677,7 @@ class PackedTarShardsLayout(TarShardsLayout):
             # Whoever needs a shard's index reads the shard next: over a remote source its
             # root node is fetched meanwhile, in the background (one round trip, not two).
             prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
-            if prefetch_blocks is not None:
+            if prefetch_blocks is not None and entry.tar_bytes > MAX_BLOCK_SIZE:
                 prefetch_blocks([entry.tar_cid])
             return self._fetch(entry.index_cid, entry.index_bytes)
 

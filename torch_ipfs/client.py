@@ -22,8 +22,10 @@ import os
 import queue
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -537,12 +539,20 @@ class _Prefetcher:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._jobs: queue.SimpleQueue[tuple[Callable[[], int], str, Future[int]]] = queue.SimpleQueue()
+        self._pending: set[Future[int]] = set()
+        _PREFETCHERS.add(self)
         threading.Thread(target=self._run, name="torch-ipfs-prefetch", daemon=True).start()
 
     def submit(self, job: Callable[[], int], what: str) -> Future[int]:
         future: Future[int] = Future()
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
         self._jobs.put((job, what, future))
         return future
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every submitted job to end."""
+        wait_futures(list(self._pending), timeout=timeout)
 
     def _run(self) -> None:
         while True:
@@ -554,6 +564,26 @@ class _Prefetcher:
             except Exception as e:  # kept in the future; the real read raises it
                 log.debug("prefetch of %s failed: %s", what, e)
                 future.set_exception(e)
+
+
+_PREFETCHERS: weakref.WeakSet[_Prefetcher] = weakref.WeakSet()
+
+#: How long a fork waits for this process's warm-up jobs (see :func:`_quiesce_before_fork`).
+FORK_WAIT_S = 30.0
+
+
+def _quiesce_before_fork() -> None:
+    # A fork copies whatever locks a running warm-up job holds at that instant (the HTTP
+    # connection pool's, the cache's single-flight locks) into the child, held by a
+    # thread that does not exist there: a DataLoader worker then hangs on them. Let the
+    # jobs started in this process (the open's warm-up) finish first; they are short.
+    for prefetcher in list(_PREFETCHERS):
+        if prefetcher.pid == os.getpid():
+            prefetcher.wait_idle(FORK_WAIT_S)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_quiesce_before_fork)
 
 
 def _write_atomically(dest: Path, write: Callable[[BinaryIO], T]) -> T:

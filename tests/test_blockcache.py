@@ -47,6 +47,13 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
     assert blockcache._configured_bytes() == 0
     monkeypatch.delenv("TORCH_IPFS_BLOCK_CACHE_MB")
     assert blockcache._configured_bytes() == blockcache.DEFAULT_MAX_BYTES == 512 << 20
+    monkeypatch.setattr(blockcache, "sharing_workers", lambda: 4)  # unset: a worker's share is capped
+    assert blockcache._configured_bytes() == blockcache.DEFAULT_WORKER_MAX_BYTES == 32 << 20
+    monkeypatch.setattr(blockcache, "sharing_workers", lambda: 64)
+    assert blockcache._configured_bytes() == (512 << 20) // 64
+    monkeypatch.setenv("TORCH_IPFS_BLOCK_CACHE_MB", "1024")  # set: the plain 1/W share
+    monkeypatch.setattr(blockcache, "sharing_workers", lambda: 4)
+    assert blockcache._configured_bytes() == 256 << 20
     monkeypatch.setenv("TORCH_IPFS_BLOCK_CACHE_MB", "lots")
     with pytest.raises(ValueError, match="TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB"):
         blockcache._configured_bytes()

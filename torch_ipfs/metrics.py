@@ -419,6 +419,7 @@ class InstrumentedSource(BlockSource):
         self.metrics = metrics
         self.label = label or source.name
         self.prefetch_window = source.prefetch_window
+        self.reads_stored = source.reads_stored
         self.name = source.name
         # Only a source using the base class's get() can be timed network/verify apart.
         self._split = type(source).get is BlockSource.get
@@ -445,6 +446,9 @@ class InstrumentedSource(BlockSource):
             raise
         self._count_block(len(data))
         return data
+
+    def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
+        return self.source.read_stored(cid, offset, length)  # unverified: the caller checks
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
         if self._split and type(self.source).get_many is BlockSource.get_many:

@@ -39,6 +39,9 @@ class BlockSource(abc.ABC):
     #: Local sources need few; remote ones hide round-trip latency with more in flight.
     prefetch_window: int = 16
 
+    #: True when :meth:`read_stored` can read part of a block back (stores on disk).
+    reads_stored: bool = False
+
     @abc.abstractmethod
     def _get_raw(self, cid: CID) -> bytes:
         """Return the (unverified) bytes of ``cid`` or raise :class:`BlockNotFoundError`."""
@@ -69,6 +72,17 @@ class BlockSource(abc.ABC):
         """
         for cid in cids:
             yield cid, self.get(cid)
+
+    def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
+        """Up to ``length`` bytes from ``offset`` of the block ``cid`` as this source
+        stores it, UNVERIFIED (a part of a block cannot be hashed against its CID), or None
+        when the block is not held here or this source cannot read part of one back.
+
+        Only for callers that check the bytes themselves against digests made from the
+        verified block (:meth:`~torch_ipfs.unixfs.blockcache.VerifiedBlockCache.spot_read`).
+        Stores on disk implement it; remote sources do not (a part of a block over the
+        network would be as slow as the block)."""
+        return None
 
     def has(self, cid: CID) -> bool:
         """True if this source can deliver ``cid`` (may fetch it to find out)."""

@@ -56,6 +56,7 @@ from torch_ipfs.sources.local import (
     key_multihash,
     multihash_key,
     read_block_file,
+    read_file_range,
     shard_of,
     write_atomic,
 )
@@ -173,6 +174,13 @@ class CachedSource(BlockSource):
 
     def _get_raw(self, cid: CID) -> bytes:
         return self.get(cid)
+
+    reads_stored = True
+
+    def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
+        """Part of a cached block file, unverified (see :meth:`BlockSource.read_stored`);
+        None when it is not cached here (the wrapped remote source is not asked)."""
+        return read_file_range(self._entry_path(cid.multihash), offset, length)
 
     def get(self, cid: CID) -> bytes:
         """The verified block: from the cache, else from the wrapped source (then cached)."""

@@ -55,6 +55,7 @@ class SourceChain(BlockSource):
         self._warned: set[int] = set()  # sources whose failure was logged (once each)
         self.name = " -> ".join(s.name for s in self.sources)
         self.prefetch_window = max(s.prefetch_window for s in self.sources)
+        self.reads_stored = any(s.reads_stored for s in self.sources)
 
     def _get_raw(self, cid: CID) -> bytes:  # pragma: no cover - get() is overridden
         return self.get(cid)
@@ -113,6 +114,15 @@ class SourceChain(BlockSource):
             found[cid] = self._get(cid, failed)
         for cid in wanted:
             yield cid, cid.digest if cid.is_identity else found[cid]
+
+    def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
+        """The first source's stored bytes for this part of ``cid`` (unverified; see
+        :meth:`BlockSource.read_stored`), or None when no source can read it back."""
+        for source in self.sources:
+            stored = source.read_stored(cid, offset, length)
+            if stored is not None:
+                return stored
+        return None
 
     def has(self, cid: CID) -> bool:
         return any(s.has(cid) for s in self.sources)

@@ -103,6 +103,21 @@ def read_block_file(fh) -> bytes:
     return fh.readall()
 
 
+def read_file_range(path: str, offset: int, length: int) -> bytes | None:
+    """``length`` bytes of the file at ``path`` from ``offset`` (fewer at its end), or
+    None when it cannot be read (gone, evicted, unreadable: the caller fetches whole)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, length, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str) -> None:
     """Make a rename in ``path`` durable (a directory fsync)."""
     fd = os.open(path, os.O_RDONLY)
@@ -338,6 +353,13 @@ class LocalStore(BlockStore):
             raise BlockNotFoundError(cid, [self.name]) from None
         except OSError as e:
             raise StoreError(f"cannot read block {cid} from {path}: {e.strerror}") from e
+
+    reads_stored = True
+
+    def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
+        """Bytes ``[offset, offset + length)`` of the block file, unverified (see
+        :meth:`BlockSource.read_stored`); None when the block is not here."""
+        return read_file_range(self._block_path(cid.multihash), offset, length)
 
     def get_into(self, cid: CID, buffer_for: Callable[[int], bytearray]) -> memoryview:
         """Like :meth:`get`, but read the block into a buffer the caller recycles.

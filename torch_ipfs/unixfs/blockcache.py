@@ -18,25 +18,56 @@ The bound: ``TORCH_IPFS_BLOCK_CACHE_MB`` (default 512 MiB; ``0`` turns the cache
 is one budget for the loading job, not per process: a process that is not a DataLoader
 worker has all of it; each of the ``W`` workers of a DataLoader has ``1/W`` of it (read
 from ``torch.utils.data.get_worker_info()`` when the worker makes its cache), so adding
-workers does not multiply the memory the cache may take. How to size it
+workers does not multiply the memory the cache may take. With the variable unset a
+worker's share is also capped at 32 MiB (:data:`DEFAULT_WORKER_MAX_BYTES`): the workers'
+repeated reads are served by the spot checks below from the page cache, which all of
+them share. How to size it
 (docs/datasets.md): shuffled map-style reads hash a leaf again each time they miss, and
 they miss in proportion to the part of the dataset's bytes a process's share cannot hold.
+
+Spot checks, behind the bytes (:meth:`VerifiedBlockCache.spot_read`): when a leaf that
+came from a store on disk (the embedded store, the verified disk cache) is evicted, the
+cache keeps, instead of its 256 KiB, the SHA-256 of each 4 KiB piece of its bytes (1/128
+of the size), computed from the verified bytes in memory. A later read of a few KB of that
+leaf reads just the pieces it needs back from the store's file and checks each against its
+digest: a byte that differs from the bytes that matched the CID fails the check (changing
+it unnoticed needs a SHA-256 second preimage), and the read then falls back to fetching and
+hashing the whole block. The page cache, shared by every worker and not part of any
+process's RSS, holds the bytes; each process holds only the proof. The digests are bounded
+too (:data:`DIGEST_SHARE` of the budget, least recently used first).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_BYTES", "VerifiedBlockCache", "default_cache"]
+from torch_ipfs.cid import RAW
+from torch_ipfs.varint import decode_varint
+
+__all__ = ["DEFAULT_MAX_BYTES", "SPOT_PIECE", "VerifiedBlockCache", "default_cache", "stored_data_offset"]
 
 #: The default budget of one job (split across DataLoader workers; see the module docstring).
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: Unless the budget is set, a DataLoader worker's share is at most this: every worker
+#: would otherwise keep its own copy of leaves the page cache already holds once for all,
+#: and behind the cache the spot-check digests make a miss a 4 KiB read, not a re-hash.
+DEFAULT_WORKER_MAX_BYTES = 32 * 1024 * 1024
 #: Bookkeeping per entry on top of the node's bytes (dict slot, key, node object).
 ENTRY_OVERHEAD = 200
+#: Spot checks: the piece of a leaf each digest covers, and the digests' part of the budget.
+SPOT_PIECE = 4096
+DIGEST_SHARE = 4
+_DIGEST = 32
+
+#: ``read_stored(cid, offset, length)``: bytes of a block as a store holds them, unverified,
+#: or None when the source cannot read part of a block back.
+ReadStored = Callable[[Any, int, int], "bytes | None"]
 
 
 def _node_bytes(node: Any) -> int:
@@ -44,20 +75,33 @@ def _node_bytes(node: Any) -> int:
 
 
 class VerifiedBlockCache:
-    """An LRU map ``multihash -> decoded node``, bounded by the nodes' total bytes."""
+    """An LRU map ``multihash -> decoded node``, bounded by the nodes' total bytes, and
+    behind it the spot-check digests of evicted leaves (see the module docstring)."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max(0, int(max_bytes))
         self._items: OrderedDict[bytes, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        #: where each spot-checkable leaf's bytes start in its stored block (put's data_offset)
+        self._offsets: dict[bytes, int] = {}
+        #: multihash -> (data offset in the block, leaf size, SHA-256 of each SPOT_PIECE)
+        self._digests: OrderedDict[bytes, tuple[int, int, bytes]] = OrderedDict()
+        self._digest_bytes = 0
+        self.max_digest_bytes = self.max_bytes // DIGEST_SHARE
         self.hits = 0
         self.misses = 0
+        self.spot_hits = 0
 
     @property
     def nbytes(self) -> int:
         """Bytes held (the nodes' data plus bookkeeping), never above ``max_bytes``."""
         return self._bytes
+
+    @property
+    def digest_bytes(self) -> int:
+        """Bytes of spot-check digests held, never above ``max_digest_bytes``."""
+        return self._digest_bytes
 
     def __len__(self) -> int:
         return len(self._items)
@@ -82,39 +126,141 @@ class VerifiedBlockCache:
         self.hits += 1
         return node
 
-    def put(self, multihash: bytes, node: Any) -> None:
+    def put(self, multihash: bytes, node: Any, data_offset: int | None = None) -> None:
         """Keep ``node`` (decoded from a block verified against ``multihash``). A node
-        whose data is a view into a reused buffer must not be put: it is copied here."""
+        whose data is a view into a reused buffer must not be put: it is copied here.
+
+        ``data_offset``: where the leaf's bytes start in the block as its store holds it,
+        when that store can read them back (:meth:`spot_read`); digests of the leaf are
+        then made if it is evicted."""
         cost = _node_bytes(node)
         if cost > self.max_bytes:
             return
+        evicted = []
         with self._lock:
             if multihash in self._items:
                 self._items.move_to_end(multihash)
                 return
             self._items[multihash] = node
+            if data_offset is not None and not node.links:
+                self._offsets[multihash] = data_offset
             self._bytes += cost
             while self._bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
+                key, old = self._items.popitem(last=False)
                 self._bytes -= _node_bytes(old)
+                offset = self._offsets.pop(key, None)
+                if offset is not None and key not in self._digests:
+                    evicted.append((key, offset, old.data))
+        for key, offset, data in evicted:  # hashing outside the lock (it releases the GIL)
+            self._keep_digests(key, offset, data)
+
+    def _keep_digests(self, key: bytes, offset: int, data: Any) -> None:
+        view = memoryview(data)
+        digests = b"".join(
+            hashlib.sha256(view[i : i + SPOT_PIECE]).digest() for i in range(0, len(view), SPOT_PIECE)
+        )
+        cost = len(digests) + ENTRY_OVERHEAD
+        if cost > self.max_digest_bytes:
+            return
+        with self._lock:
+            if key in self._digests:
+                return
+            self._digests[key] = (offset, len(view), digests)
+            self._digest_bytes += cost
+            while self._digest_bytes > self.max_digest_bytes:
+                _, (_, _, old) = self._digests.popitem(last=False)
+                self._digest_bytes -= len(old) + ENTRY_OVERHEAD
+
+    def spot_read(self, cid: Any, size: int, lo: int, hi: int, read_stored: ReadStored) -> bytes | None:
+        """Bytes ``[lo, hi)`` of the evicted leaf ``cid`` (``size`` bytes long, as its parent
+        promised), read back through ``read_stored`` and checked piece by piece against
+        the digests made from its verified bytes; None when there are no digests for it,
+        the size differs, the source cannot read it back, or a piece does not match (then
+        the digests are dropped: the caller fetches and hashes the whole block, which
+        raises if the stored block is damaged)."""
+        key = cid.multihash
+        entry = self._digests.get(key)
+        if entry is None:
+            return None
+        offset, length, digests = entry
+        if length != size or not 0 <= lo < hi <= length:
+            return None
+        first, last = lo // SPOT_PIECE, (hi - 1) // SPOT_PIECE
+        begin, end = first * SPOT_PIECE, min((last + 1) * SPOT_PIECE, length)
+        stored = read_stored(cid, offset + begin, end - begin)
+        if stored is None:
+            return None
+        view = memoryview(stored)
+        ok = len(view) == end - begin
+        for k in range(first, last + 1) if ok else ():
+            at = (k - first) * SPOT_PIECE
+            expected = digests[k * _DIGEST : (k + 1) * _DIGEST]
+            if hashlib.sha256(view[at : at + SPOT_PIECE]).digest() != expected:
+                ok = False
+                break
+        if not ok:
+            with self._lock:
+                if self._digests.pop(key, None) is not None:
+                    self._digest_bytes -= len(digests) + ENTRY_OVERHEAD
+            return None
+        try:
+            self._digests.move_to_end(key)
+        except KeyError:
+            pass  # dropped by another thread just now
+        self.spot_hits += 1
+        return stored if (begin == lo and end == hi) else bytes(view[lo - begin : hi - begin])
 
     def clear(self) -> None:
-        """Forget every entry (the next use of each block fetches and hashes it again)."""
+        """Forget every entry and digest (the next use of each block fetches and hashes it
+        again)."""
         with self._lock:
             self._items.clear()
-            self._bytes = 0
+            self._offsets.clear()
+            self._digests.clear()
+            self._bytes = self._digest_bytes = 0
+
+
+def stored_data_offset(cid: Any, block: bytes | memoryview, data: bytes | memoryview) -> int | None:
+    """Where a leaf's ``data`` starts in its verified ``block``: 0 for a raw leaf; for a
+    dag-pb leaf, after the header the encoders write (``0a len 08 type 12 len``); None
+    when it is laid out otherwise."""
+    if cid.codec == RAW:
+        return 0
+    try:
+        _, pos = decode_varint(block, 1)
+        if block[0] != 0x0A or block[pos] != 0x08 or block[pos + 2] != 0x12:
+            return None
+        size, offset = decode_varint(block, pos + 3)
+    except (ValueError, IndexError):
+        return None
+    # Its first and last bytes confirm the place: the decoder took ``data`` from this block.
+    # Were it elsewhere (a hostile block repeating the field), spot reads would fail their
+    # digests and fall back to the whole block: a cost, never other bytes.
+    if size != len(data) or offset + size > len(block):
+        return None
+    edge = min(size, 64)
+    view = memoryview(block)
+    if bytes(view[offset : offset + edge]) != bytes(data[:edge]):
+        return None
+    if bytes(view[offset + size - edge : offset + size]) != bytes(data[size - edge :]):
+        return None
+    return offset
 
 
 def _configured_bytes() -> int:
-    """The job's budget (``TORCH_IPFS_BLOCK_CACHE_MB`` or the default), this process's share."""
+    """This process's share of the job's budget: ``TORCH_IPFS_BLOCK_CACHE_MB`` split over
+    the DataLoader's workers; unset, the default, and at most
+    :data:`DEFAULT_WORKER_MAX_BYTES` in a worker."""
     raw = os.environ.get("TORCH_IPFS_BLOCK_CACHE_MB")
     if raw is None or not raw.strip():
-        total = DEFAULT_MAX_BYTES
-    else:
-        try:
-            total = max(0, int(float(raw) * 1024 * 1024))
-        except ValueError:
-            raise ValueError(f"TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB, got {raw!r}") from None
+        workers = sharing_workers()
+        if workers == 1:
+            return DEFAULT_MAX_BYTES
+        return min(DEFAULT_MAX_BYTES // workers, DEFAULT_WORKER_MAX_BYTES)
+    try:
+        total = max(0, int(float(raw) * 1024 * 1024))
+    except ValueError:
+        raise ValueError(f"TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB, got {raw!r}") from None
     return total // sharing_workers()
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 from torch_ipfs.cid import CID, DAG_PB, RAW
 from torch_ipfs.dagpb import DataType
 from torch_ipfs.errors import UnixFSFormatError
-from torch_ipfs.unixfs.blockcache import default_cache
+from torch_ipfs.unixfs.blockcache import default_cache, stored_data_offset
 from torch_ipfs.unixfs.walk import (
     FileNode,
     _decode_leaf,
@@ -66,6 +66,9 @@ DEFAULT_PREFETCH = 16
 PREFETCH_THREADS = 4
 #: Reads at least this long are fetched like a stream (blocks in parallel, ahead of use).
 STREAM_THRESHOLD = 1024 * 1024
+#: A leaf first read for at most 1/SPOT_WORTH of its bytes gets spot-check digests when
+#: evicted (see blockcache): later small reads of it then hash a few KB, not the leaf.
+SPOT_WORTH = 8
 
 
 # -- the prefetch threads ----------------------------------------------------------------
@@ -206,6 +209,8 @@ class UnixFSFile:
         self._leaves = _LRU(leaf_cache, max(leaf_cache, 1) * 2 * 1024 * 1024 + 1)
         #: the process's verified-block cache (leaves of small reads; shared by every file)
         self._shared = default_cache()
+        #: reads part of a stored block back (unverified) for the cache's spot checks
+        self._read_stored = source.read_stored if getattr(source, "reads_stored", False) else None
         #: the root's children as flat lists, made on the first small read (see leaf_bytes)
         self._table: tuple[list[int], list[int], list[bytes | None]] | None = None
 
@@ -306,7 +311,20 @@ class UnixFSFile:
             return None
         if hi > ends[k]:
             return self._across_children(k, lo, hi)
-        node = self._child_node(k)
+        key = keys[k]
+        if key is None:  # not a plain leaf: the general walk reads it
+            return None
+        node = self._shared.get(key)
+        if node is None and self._read_stored is not None:
+            # evicted: its digests may prove the few KB we need, read back from the store
+            a = starts[k]
+            spot = self._shared.spot_read(root.links[k], ends[k] - a, lo - a, hi - a, self._read_stored)
+            if spot is not None:
+                return spot, lo
+        if node is None or node.links or node.size != ends[k] - starts[k]:
+            # digests pay off when reads are much smaller than the leaf (a re-read then
+            # checks a few KB instead of hashing 256 KiB); for large samples they would not
+            node = self._load_child(k, spot=(hi - lo) * SPOT_WORTH <= ends[k] - starts[k])
         return None if node is None else (node.data, starts[k])
 
     def _child_node(self, k: int) -> FileNode | None:
@@ -347,13 +365,15 @@ class UnixFSFile:
         keys: list[bytes | None] = [None if c.is_identity else c.multihash for c in root.links]
         return starts, ends, keys
 
-    def _load_child(self, k: int) -> FileNode | None:
+    def _load_child(self, k: int, spot: bool = False) -> FileNode | None:
         """Fetch (verified), decode and size-check the root's child ``k``; cache it when it
-        is a leaf. None when it is an inner node (not for :meth:`leaf_bytes`)."""
+        is a leaf (with ``spot``, spot-checkable once evicted, when the source can read it
+        back). None when it is an inner node (not for :meth:`leaf_bytes`)."""
         root = self._root
         cid = root.links[k]
         check_depth(root.cid, 1)
-        child = decode_file_node(cid, self.source.get(cid))
+        block = self.source.get(cid)
+        child = decode_file_node(cid, block)
         check_child_size(child.cid, child.size, root.cid, root.sizes[k])
         if child.links:
             # a deeper tree: this child's ranges go the general way from now on (which
@@ -362,7 +382,9 @@ class UnixFSFile:
             if self._table is not None and k < len(self._table[2]):
                 self._table[2][k] = None
             return None
-        self._shared.put(cid.multihash, child)
+        spot = spot and self._read_stored is not None
+        offset = stored_data_offset(cid, block, child.data) if spot else None
+        self._shared.put(cid.multihash, child, offset)
         return child
 
     def _read_one_leaf(self, lo: int, hi: int) -> bytes | None:

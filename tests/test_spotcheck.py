@@ -135,7 +135,10 @@ def test_a_cut_or_missing_block_file_falls_back_to_the_whole_block(tmp_path, mon
     assert ds[0] == first  # fetched whole, hashed, cached again
     cache.put(b"other", FileNode(_RAW_LEAF, bytes(LEAF), (), (), (), LEAF))  # evicts it again
     assert key in cache._digests and key not in cache._items
+    ds[0]  # read back by digests: the store now holds the file open
     os.unlink(path)
+    assert ds[0] == first  # the open file still reads the old bytes, and they pass the digests
+    client.store.close()  # closes the files kept open for reads
     with pytest.raises(BlockNotFoundError):
         ds[0]  # the file is gone: not found, not some other bytes
 
@@ -210,3 +213,23 @@ def test_a_dataloader_with_workers_and_a_small_budget_sees_every_sample_once(tmp
     loader = DataLoader(ds, batch_size=None, shuffle=True, num_workers=2,
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert sorted(tuple(sample) for sample in loader) == want
+
+
+def test_the_store_keeps_a_bounded_number_of_block_files_open(tmp_path):
+    from torch_ipfs.sources.local import LocalStore, ReadHandles
+
+    store = LocalStore(tmp_path / "store")
+    blocks = [bytes([i]) * (1000 + i) for i in range(40)]
+    cids = [CID.compute(b) for b in blocks]
+    store.put_many(zip(cids, blocks))
+    store._read_handles = ReadHandles(max_open=8)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        for cid, block in zip(cids, blocks):
+            assert store.read_stored(cid, 10, 50) == block[10:60]
+            assert len(os.listdir("/proc/self/fd")) - before <= 8
+    assert store.read_stored(cids[0], len(blocks[0]) - 5, 50) == blocks[0][-5:]  # short at the end
+    missing = CID.decode("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+    assert store.read_stored(missing, 0, 10) is None
+    store.close()
+    assert len(os.listdir("/proc/self/fd")) <= before

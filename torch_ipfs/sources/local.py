@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import logging
 import os
+import resource
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import astuple, dataclass
@@ -55,6 +58,7 @@ PIN_KINDS = ("recursive", "direct")
 # -- small filesystem helpers (shared with sources/cache.py) ---------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # map-style reads ask for the same few leaves' paths again and again
 def multihash_key(mh: bytes) -> str:
     """Kubo's datastore key for a multihash: base32, upper case, no padding (``CIQ...``)."""
     return base64.b32encode(mh).decode("ascii").rstrip("=")
@@ -116,6 +120,54 @@ def read_file_range(path: str, offset: int, length: int) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+class ReadHandles:
+    """Block files kept open for :meth:`LocalStore.read_stored` (the spot checks read the
+    same few hundred leaves again and again: one ``pread`` instead of open, read, close).
+
+    At most ``max_open`` descriptors (default: an eighth of the process's open-file limit,
+    64 to 1024), least recently used closed first. A file replaced or
+    deleted since it was opened still reads its old bytes, which is fine: what is read is
+    checked against digests of the verified block by the caller. Belongs to one process
+    (``pid``); a forked child makes its own (the inherited descriptors stay unused)."""
+
+    def __init__(self, max_open: int | None = None) -> None:
+        self.pid = os.getpid()
+        if max_open is None:  # an eighth of the descriptors this process may open, 64..1024
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            max_open = 1024 if soft == resource.RLIM_INFINITY else min(1024, max(64, soft // 8))
+        self.max_open = max_open
+        self._fds: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def pread(self, key: bytes, path_of: Callable[[bytes], str], offset: int, length: int) -> bytes | None:
+        """``length`` bytes from ``offset`` of the file ``path_of(key)`` (opened once), or
+        None when it cannot be opened or read."""
+        with self._lock:  # held across the read: a descriptor is never closed under it
+            fd = self._fds.get(key)
+            if fd is None:
+                try:
+                    fd = os.open(path_of(key), os.O_RDONLY)
+                except OSError:
+                    return None
+                self._fds[key] = fd
+                if len(self._fds) > self.max_open:
+                    os.close(self._fds.popitem(last=False)[1])
+            else:
+                self._fds.move_to_end(key)
+            try:
+                return os.pread(fd, length, offset)
+            except OSError:
+                os.close(self._fds.pop(key))
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self.pid == os.getpid():
+                for fd in self._fds.values():
+                    os.close(fd)
+            self._fds.clear()
 
 
 def fsync_dir(path: str) -> None:
@@ -263,6 +315,7 @@ class LocalStore(BlockStore):
         self._lock_fd: int | None = None
         self._depth = 0  # writer sessions (and puts) in progress in this process
         self._shards_made: set[str] = set()
+        self._read_handles = ReadHandles()
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
@@ -279,7 +332,7 @@ class LocalStore(BlockStore):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_mutex", "_lock_fd", "_depth", "_pid", "_shards_made"):
+        for key in ("_mutex", "_lock_fd", "_depth", "_pid", "_shards_made", "_read_handles"):
             state.pop(key, None)
         return state
 
@@ -359,7 +412,10 @@ class LocalStore(BlockStore):
     def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
         """Bytes ``[offset, offset + length)`` of the block file, unverified (see
         :meth:`BlockSource.read_stored`); None when the block is not here."""
-        return read_file_range(self._block_path(cid.multihash), offset, length)
+        handles = self._read_handles
+        if handles.pid != os.getpid():
+            handles = self._read_handles = ReadHandles()
+        return handles.pread(cid.multihash, self._block_path, offset, length)
 
     def get_into(self, cid: CID, buffer_for: Callable[[int], bytearray]) -> memoryview:
         """Like :meth:`get`, but read the block into a buffer the caller recycles.
@@ -672,7 +728,9 @@ class LocalStore(BlockStore):
         return GCResult(removed, freed)
 
     def close(self) -> None:
-        """Drop the lock file handle (if no session is open). Idempotent."""
+        """Drop the lock file handle (if no session is open) and the block files kept open
+        for reads. Idempotent."""
+        self._read_handles.close()
         with self._mutex:
             if self._depth == 0 and self._lock_fd is not None and self._pid == os.getpid():
                 os.close(self._lock_fd)

@@ -97,3 +97,23 @@ def export_small_images(samples: int, per_shard: int, seed: int, classes: int) -
         progress=False, import_options=ImportOptions(chunker="size-4096"),
     )  # fmt: skip
     return store, result
+
+
+class GrowingTensors:
+    """A map-style dataset of ``n`` samples whose sizes grow, so samples of an export sit
+    across leaf boundaries: sample ``i`` is ``(torch.full((base + step * i,), i % modulo,
+    dtype), i % classes)``."""
+
+    def __init__(self, n: int, *, base: int, step: int, dtype: Any, modulo: int, classes: int) -> None:
+        self.n, self.base, self.step = n, base, step
+        self.dtype, self.modulo, self.classes = dtype, modulo, classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        import torch
+
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return torch.full((self.base + self.step * i,), i % self.modulo, dtype=self.dtype), i % self.classes

@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from dagbuild import GrowingTensors
 from torch.utils.data import DataLoader
 
 from torch_ipfs.cid import CID
@@ -26,20 +27,10 @@ from torch_ipfs.unixfs import blockcache
 from torch_ipfs.unixfs.importer import ImportOptions
 
 
-class Blobs:
-    """Sample ``i``: ``(bytes of length 100 + 37 * i, i % 5)`` with content naming ``i``:
-    sizes vary, so samples sit across leaf boundaries of small chunks."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return torch.full((25 + 9 * i,), i, dtype=torch.int32), i % 5
+def blobs(n: int) -> GrowingTensors:
+    """Sample ``i``: ``(int32 tensor of 25 + 9 * i values i, i % 5)``: sizes vary, so
+    samples sit across leaf boundaries of small chunks."""
+    return GrowingTensors(n, base=25, step=9, dtype=torch.int32, modulo=1 << 31, classes=5)
 
 
 class Recording(BlockSource):
@@ -64,7 +55,7 @@ class Recording(BlockSource):
 def _export(tmp_path, n=60, per_shard=25, **import_options):
     writer = Client(home=tmp_path / "writer", api="", gateways=[])
     options = ImportOptions(**import_options) if import_options else None
-    result = export_dataset(Blobs(n), samples_per_shard=per_shard, client=writer, progress=False,
+    result = export_dataset(blobs(n), samples_per_shard=per_shard, client=writer, progress=False,
                             import_options=options)  # fmt: skip
     return writer, result
 

@@ -11,6 +11,7 @@ import random
 
 import pytest
 import torch
+from dagbuild import GrowingTensors
 from torch.utils.data import DataLoader
 
 from torch_ipfs.cid import CID
@@ -29,25 +30,15 @@ LEAF = 262_144
 _RAW_LEAF = CID.decode("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
 
 
-class Bytes:
-    """Sample ``i``: ``(bytes of 3000 + 11 * i, i % 7)``, each byte naming ``i``."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return torch.full((3000 + 11 * i,), i % 251, dtype=torch.uint8), i % 7
+def growing_bytes(n: int) -> GrowingTensors:
+    """Sample ``i``: ``(3000 + 11 * i bytes of value i % 251, i % 7)``."""
+    return GrowingTensors(n, base=3000, step=11, dtype=torch.uint8, modulo=251, classes=7)
 
 
 def _export(tmp_path, n=400, **import_options):
     client = Client(home=tmp_path / "home", api="", gateways=[])
     options = ImportOptions(**import_options) if import_options else None
-    result = export_dataset(Bytes(n), samples_per_shard=n, client=client, progress=False,
+    result = export_dataset(growing_bytes(n), samples_per_shard=n, client=client, progress=False,
                             import_options=options)  # fmt: skip
     return client, result
 

@@ -224,3 +224,23 @@ def test_the_store_keeps_a_bounded_number_of_block_files_open(tmp_path):
     assert store.read_stored(missing, 0, 10) is None
     store.close()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_the_verified_disk_cache_reads_back_what_it_holds_and_pickles_without_handles(tmp_path):
+    import pickle
+
+    from torch_ipfs.sources.base import MemoryStore
+    from torch_ipfs.sources.cache import CachedSource
+
+    remote = MemoryStore()
+    block = bytes(range(256)) * 40
+    cid = CID.compute(block)
+    remote.put(cid, block)
+    cache = CachedSource(remote, tmp_path / "cache")
+    assert cache.reads_stored and cache.read_stored(cid, 0, 10) is None  # not cached yet
+    assert cache.get(cid) == block
+    assert cache.read_stored(cid, 300, 100) == block[300:400]
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy._read_handles._fds == {} and copy.read_stored(cid, 5, 5) == block[5:10]
+    cache.close()
+    assert cache._read_handles._fds == {}

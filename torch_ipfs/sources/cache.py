@@ -51,12 +51,12 @@ from torch_ipfs.cid import CID
 from torch_ipfs.errors import BlockNotFoundError, BlockTooLargeError, IntegrityError, StoreError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.local import (
+    ReadHandles,
     clear_dir,
     clear_temp_dir_if_idle,
     key_multihash,
     multihash_key,
     read_block_file,
-    read_file_range,
     shard_of,
     write_atomic,
 )
@@ -129,6 +129,7 @@ class CachedSource(BlockSource):
         self._dir = os.fspath(self.cache_dir)
         self._tmp = os.path.join(self._dir, "tmp")
         self._inflight = os.path.join(self._dir, "inflight")
+        self._read_handles = ReadHandles()  # cached block files kept open for spot checks
         self.inflight_timeout = inflight_timeout
         self._lock_path = os.path.join(self._dir, "lock")
         try:
@@ -180,7 +181,7 @@ class CachedSource(BlockSource):
     def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
         """Part of a cached block file, unverified (see :meth:`BlockSource.read_stored`);
         None when it is not cached here (the wrapped remote source is not asked)."""
-        return read_file_range(self._entry_path(cid.multihash), offset, length)
+        return self._read_handles.pread(cid.multihash, self._entry_path, offset, length)
 
     def get(self, cid: CID) -> bytes:
         """The verified block: from the cache, else from the wrapped source (then cached)."""
@@ -530,5 +531,6 @@ class CachedSource(BlockSource):
         )
 
     def close(self) -> None:
-        """Close the wrapped source."""
+        """Close the wrapped source and the cached block files kept open for reads."""
+        self._read_handles.close()
         self.source.close()

@@ -107,21 +107,6 @@ def read_block_file(fh) -> bytes:
     return fh.readall()
 
 
-def read_file_range(path: str, offset: int, length: int) -> bytes | None:
-    """``length`` bytes of the file at ``path`` from ``offset`` (fewer at its end), or
-    None when it cannot be read (gone, evicted, unreadable: the caller fetches whole)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.pread(fd, length, offset)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 class ReadHandles:
     """Block files kept open for :meth:`LocalStore.read_stored` (the spot checks read the
     same few hundred leaves again and again: one ``pread`` instead of open, read, close).
@@ -129,8 +114,9 @@ class ReadHandles:
     At most ``max_open`` descriptors (default: an eighth of the process's open-file limit,
     64 to 1024), least recently used closed first. A file replaced or
     deleted since it was opened still reads its old bytes, which is fine: what is read is
-    checked against digests of the verified block by the caller. Belongs to one process
-    (``pid``); a forked child makes its own (the inherited descriptors stay unused)."""
+    checked against digests of the verified block by the caller (its disk space is freed
+    when the descriptor is closed). Belongs to one process: a forked child starts with none
+    (the inherited descriptors stay unused), and a pickled copy is empty."""
 
     def __init__(self, max_open: int | None = None) -> None:
         self.pid = os.getpid()
@@ -141,9 +127,14 @@ class ReadHandles:
         self._fds: OrderedDict[bytes, int] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[type[ReadHandles], tuple[int]]:
+        return ReadHandles, (self.max_open,)
+
     def pread(self, key: bytes, path_of: Callable[[bytes], str], offset: int, length: int) -> bytes | None:
         """``length`` bytes from ``offset`` of the file ``path_of(key)`` (opened once), or
         None when it cannot be opened or read."""
+        if self.pid != os.getpid():  # forked: the descriptors and the lock are the parent's
+            self.pid, self._fds, self._lock = os.getpid(), OrderedDict(), threading.Lock()
         with self._lock:  # held across the read: a descriptor is never closed under it
             fd = self._fds.get(key)
             if fd is None:
@@ -332,7 +323,7 @@ class LocalStore(BlockStore):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_mutex", "_lock_fd", "_depth", "_pid", "_shards_made", "_read_handles"):
+        for key in ("_mutex", "_lock_fd", "_depth", "_pid", "_shards_made"):
             state.pop(key, None)
         return state
 
@@ -412,10 +403,7 @@ class LocalStore(BlockStore):
     def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
         """Bytes ``[offset, offset + length)`` of the block file, unverified (see
         :meth:`BlockSource.read_stored`); None when the block is not here."""
-        handles = self._read_handles
-        if handles.pid != os.getpid():
-            handles = self._read_handles = ReadHandles()
-        return handles.pread(cid.multihash, self._block_path, offset, length)
+        return self._read_handles.pread(cid.multihash, self._block_path, offset, length)
 
     def get_into(self, cid: CID, buffer_for: Callable[[int], bytearray]) -> memoryview:
         """Like :meth:`get`, but read the block into a buffer the caller recycles.

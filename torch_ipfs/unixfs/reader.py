@@ -311,33 +311,37 @@ class UnixFSFile:
             return None
         if hi > ends[k]:
             return self._across_children(k, lo, hi)
-        key = keys[k]
-        if key is None:  # not a plain leaf: the general walk reads it
+        if keys[k] is None:  # not a plain leaf: the general walk reads it
             return None
-        node = self._shared.get(key)
-        if node is None and self._read_stored is not None:
-            # evicted: its digests may prove the few KB we need, read back from the store
-            a = starts[k]
-            spot = self._shared.spot_read(root.links[k], ends[k] - a, lo - a, hi - a, self._read_stored)
-            if spot is not None:
-                return spot, lo
-        if node is None or node.links or node.size != ends[k] - starts[k]:
+        node = self._cached_child(k)
+        if node is None:
+            a, size = starts[k], ends[k] - starts[k]
+            if self._read_stored is not None:
+                # evicted: its digests may prove the few KB we need, read back from the store
+                spot = self._shared.spot_read(root.links[k], size, lo - a, hi - a, self._read_stored)
+                if spot is not None:
+                    return spot, lo
             # digests pay off when reads are much smaller than the leaf (a re-read then
             # checks a few KB instead of hashing 256 KiB); for large samples they would not
-            node = self._load_child(k, spot=(hi - lo) * SPOT_WORTH <= ends[k] - starts[k])
+            node = self._load_child(k, spot=(hi - lo) * SPOT_WORTH <= size)
         return None if node is None else (node.data, starts[k])
+
+    def _cached_child(self, k: int) -> FileNode | None:
+        """Root child ``k`` from the shared cache when it is there as the leaf the root
+        promises (a leaf of exactly its size: the cache is shared by every file), else None."""
+        starts, ends, keys = self._table  # type: ignore[misc]
+        node = self._shared.get(keys[k])  # type: ignore[arg-type]
+        if node is None or node.links or node.size != ends[k] - starts[k]:
+            return None
+        return node
 
     def _child_node(self, k: int) -> FileNode | None:
         """Root child ``k`` as a verified leaf node (the shared cache's, else fetched), or
         None when it is not a plain leaf (the general walk then reads it)."""
-        starts, ends, keys = self._table  # type: ignore[misc]
-        key = keys[k] if k < len(keys) else None
-        if key is None:
+        keys = self._table[2]  # type: ignore[index]
+        if k >= len(keys) or keys[k] is None:
             return None
-        node = self._shared.get(key)
-        if node is None or node.links or node.size != ends[k] - starts[k]:
-            node = self._load_child(k)
-        return node
+        return self._cached_child(k) or self._load_child(k)
 
     def _across_children(self, k: int, lo: int, hi: int) -> tuple[bytes, int] | None:
         """:meth:`leaf_bytes` of a range from child ``k`` into the next ones (a sample

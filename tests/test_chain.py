@@ -1,5 +1,7 @@
 """The resolution order: first verified answer wins; failures name every source tried."""
 
+import threading
+
 import pytest
 from gatewayserver import free_port, running_gateway
 
@@ -146,3 +148,43 @@ def test_not_found_advice_names_only_what_is_not_configured(tmp_path):
             client.cat(cid)
     message = str(exc.value)
     assert "TORCH_IPFS_API=" in message and "TORCH_IPFS_GATEWAYS=" not in message
+
+
+class GatedSource(BlockSource):
+    """A store whose batch answer stops after its first block until the test says go
+    (a remote source whose first response is in and whose others are still on the way)."""
+
+    name = "gated source"
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.go = threading.Event()
+        self.held_up = False  # the first block was not handed on while the rest waited
+
+    def _get_raw(self, cid):
+        return self.store.blocks[cid.multihash]
+
+    def get_many(self, cids):
+        cids = list(cids)
+        yield cids[0], self.get(cids[0])
+        if not self.go.wait(timeout=2):
+            self.held_up = True
+        for cid in cids[1:]:
+            yield cid, self.get(cid)
+
+
+def test_get_many_hands_on_each_block_once_the_blocks_before_it_are_in():
+    remote, cids = _store_with(b"first", b"second", b"third")
+    gated = GatedSource(remote)
+    blocks = SourceChain([MemoryStore(), gated]).get_many(cids)
+    assert next(blocks) == (cids[0], b"first")  # before the rest of the batch has come
+    assert not gated.held_up
+    gated.go.set()
+    assert list(blocks) == [(cids[1], b"second"), (cids[2], b"third")]
+
+
+def test_get_many_gives_a_block_asked_for_twice_both_times():
+    local, (a,) = _store_with(b"local")
+    remote, (b,) = _store_with(b"remote")
+    got = list(SourceChain([local, remote]).get_many([b, a, b, b]))
+    assert got == [(b, b"remote"), (a, b"local"), (b, b"remote"), (b, b"remote")]

@@ -164,3 +164,19 @@ def test_a_car_request_stops_reading_at_its_byte_cap(tmp_path, exported, proxy):
     cache = client.source.sources[-1]
     assert 6000 < cache.bytes_filled <= 6000 + 4096  # the root node and the leaf that passed the cap
     assert cache.stats().bytes_written == cache.bytes_filled
+
+
+def test_the_opening_batch_is_one_round_trip_of_the_gateway_connections(tmp_path):
+    # 20 shards, 2 blocks each to warm (index, tar root) and 16 connections: the open
+    # warms the first 8 files only (a fork waits for this batch; a second round of
+    # requests would delay every worker); the rest are fetched as their shards come up.
+    store, result = export_small_images(40, 2, seed=3, classes=5)
+    with running_gateway(store) as server:
+        client = Client(home=tmp_path / "home", api="", gateways=[server.url], retry_budget=0)
+        assert client.fetch_width == 16
+        ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
+        assert len(ds.layout.table.files) == 20
+        # indexes only: a tar under 2 MiB has no root node to warm
+        assert ds.layout.warming.result(timeout=30) == 8
+        got = _pixels(list(DataLoader(ds, batch_size=8, num_workers=2)))
+    assert got == sorted((label, image.numpy().tobytes()) for image, label in small_images(40, 3, 5))

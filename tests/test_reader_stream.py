@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
+from collections import Counter
 
 import pytest
 
 from torch_ipfs.dagpb import decode_node
 from torch_ipfs.errors import BlockNotFoundError, IntegrityError
+from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.local import LocalStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes
-from torch_ipfs.unixfs.reader import UnixFSFile
+from torch_ipfs.unixfs.reader import PREFETCH_THREADS, RAMP_START, UnixFSFile
 
 SIZE = 1_500_000  # over STREAM_THRESHOLD, so large reads stream too
 
@@ -143,3 +146,48 @@ def test_streaming_in_a_forked_child(stored) -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class RecordingSource(BlockSource):
+    """The store, recording the CIDs of every ``get_many`` call (a backend that says
+    whether its ``get_many`` fetches in parallel by itself, as remote sources do)."""
+
+    def __init__(self, store: LocalStore, parallel: bool, window: int) -> None:
+        self.store = store
+        self.parallel_get_many = parallel
+        self.prefetch_window = window
+        self.calls: list[list] = []
+        self._lock = threading.Lock()
+
+    def _get_raw(self, cid):
+        return self.store.get(cid)
+
+    def get_many(self, cids):
+        cids = list(cids)
+        with self._lock:
+            self.calls.append(cids)
+        return super().get_many(cids)
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel-source", "local-source"])
+def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) -> None:
+    store = LocalStore(tmp_path / "repo")
+    data = random.Random(7).randbytes(SIZE)
+    root = import_bytes(data, store, ImportOptions(cid_version=1, chunker="size-16384")).cid
+    leaves = [link.cid for link in decode_node(store.get(root)).links]  # one level: 92 leaves
+    source = RecordingSource(store, parallel, window=32)
+    assert b"".join(UnixFSFile(source, root).iter_chunks()) == data
+    asked = [cid for call in source.calls for cid in call]
+    assert Counter(asked) == Counter(leaves)  # every block once
+    first_round = source.calls[: 1 if parallel else RAMP_START]
+    assert [cid for call in first_round for cid in call][:1] == leaves[:1]
+    assert sum(len(call) for call in first_round) == RAMP_START
+    sizes = [len(call) for call in source.calls]
+    if parallel:
+        # a source that fetches in parallel gets each batch whole, in the order needed,
+        # and the batches grow (4, 5, 9, 17: each refill tops the doubled window up)
+        assert asked == leaves
+        assert sizes[0] < sizes[1] < sizes[2] < sizes[3] and max(sizes) <= 32
+    else:
+        # each batch dealt round-robin to the prefetch threads, one get_many each
+        assert max(sizes) <= 32 // PREFETCH_THREADS

@@ -246,6 +246,14 @@ class Client:
             return None
         return self._background(lambda: self._warm_range(path, offset, length), str(path))
 
+    @property
+    def fetch_width(self) -> int:
+        """How many blocks the remote sources fetch at once (their connections): a batch
+        of up to this many small blocks costs one round trip. 0 without a remote source."""
+        if not self._remote or self._custom_sources is not None:
+            return 0
+        return min(getattr(s, "max_connections", 1) for s in self._remote)
+
     def prefetch_blocks(self, cids: Sequence[CID]) -> Future[int] | None:
         """Start fetching these blocks into the verified cache in the background (in
         parallel, through the read order's ``get_many``); a future of how many, or None

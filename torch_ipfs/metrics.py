@@ -419,6 +419,7 @@ class InstrumentedSource(BlockSource):
         self.metrics = metrics
         self.label = label or source.name
         self.prefetch_window = source.prefetch_window
+        self.parallel_get_many = source.parallel_get_many
         self.reads_stored = source.reads_stored
         self.name = source.name
         # Only a source using the base class's get() can be timed network/verify apart.

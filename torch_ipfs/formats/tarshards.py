@@ -602,10 +602,13 @@ class PackedTarShardsLayout(TarShardsLayout):
     def _warm_first_files(self) -> None:
         """Over a remote source, start fetching the index and the tar file's root node of
         the first :attr:`warm_files` files into the verified cache (a no-op locally).
-        Bounded: at most 2 x ``warm_files`` blocks, indexes of at most 1 MiB each."""
+        Bounded: at most 2 x ``warm_files`` blocks, indexes of at most 1 MiB each, and no
+        more files than one round trip fetches (two blocks each, ``fetch_width`` at
+        once): a fork waits for this batch, so a second round would delay every worker."""
         table = self.table
         cids: list[CID] = []
-        for file in range(min(len(table.files), self.warm_files)):
+        files = min(len(table.files), self.warm_files, max(1, getattr(self.client, "fetch_width", 0) // 2))
+        for file in range(files):
             entry = table.file_entry(file)
             if entry.index_bytes <= 1024 * 1024:
                 cids.append(entry.index_cid)

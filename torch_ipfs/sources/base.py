@@ -39,6 +39,11 @@ class BlockSource(abc.ABC):
     #: Local sources need few; remote ones hide round-trip latency with more in flight.
     prefetch_window: int = 16
 
+    #: True when :meth:`get_many` fetches in parallel by itself (remote sources, with
+    #: :func:`fetch_in_order`): a reader then hands it a whole batch in one call, which
+    #: keeps the blocks in the order needed, instead of dealing it out to several calls.
+    parallel_get_many: bool = False
+
     #: True when :meth:`read_stored` can read part of a block back (stores on disk).
     reads_stored: bool = False
 

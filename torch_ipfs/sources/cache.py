@@ -113,6 +113,7 @@ class CachedSource(BlockSource):
         inflight_timeout: float = 120.0,
     ) -> None:
         self.prefetch_window = source.prefetch_window  # misses go to the wrapped source
+        self.parallel_get_many = source.parallel_get_many
         if max_bytes is None:
             max_bytes = config.Settings.from_env().cache_bytes
         if max_bytes < 0:

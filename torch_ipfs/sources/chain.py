@@ -17,6 +17,7 @@ The message names the failing source and its cause once.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
 from torch_ipfs.cid import CID
@@ -55,6 +56,7 @@ class SourceChain(BlockSource):
         self._warned: set[int] = set()  # sources whose failure was logged (once each)
         self.name = " -> ".join(s.name for s in self.sources)
         self.prefetch_window = max(s.prefetch_window for s in self.sources)
+        self.parallel_get_many = any(s.parallel_get_many for s in self.sources)
         self.reads_stored = any(s.reads_stored for s in self.sources)
 
     def _get_raw(self, cid: CID) -> bytes:  # pragma: no cover - get() is overridden
@@ -87,33 +89,54 @@ class SourceChain(BlockSource):
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
         """Fetch a batch: each source is asked, in order, for what is still missing, in
-        ``get_many`` calls so remote sources can fetch in parallel."""
+        ``get_many`` calls so remote sources can fetch in parallel. Blocks are yielded in
+        the order given as soon as every block before them is in: a reader waits for the
+        first block of a batch, not for the whole batch."""
         wanted = list(cids)
         found: dict[CID, bytes] = {}
-        missing = [c for c in dict.fromkeys(wanted) if not c.is_identity]
+        uses = Counter(wanted)
+        missing = [c for c in uses if not c.is_identity]
         failed: dict[int, Exception] = {}
+        position = 0
+
+        def ready() -> Iterator[tuple[CID, bytes]]:
+            nonlocal position
+            while position < len(wanted):
+                cid = wanted[position]
+                if cid.is_identity:
+                    block = cid.digest
+                elif cid in found:
+                    uses[cid] -= 1
+                    # a block asked for twice stays until its last turn
+                    block = found[cid] if uses[cid] else found.pop(cid)
+                else:
+                    return
+                position += 1
+                yield cid, block
+
         for source in self.sources:
             pending = missing
             while pending:
                 try:
                     for cid, block in source.get_many(pending):
                         found[cid] = block
+                        yield from ready()
                     break
                 except (BlockNotFoundError, IntegrityError) as e:
                     # This source lacks (or garbles) one block: skip it, keep asking for the rest.
-                    rest = [c for c in pending if c not in found]
+                    rest = [c for c in pending if c not in found and uses[c]]
                     pending = rest[1:] if rest and rest[0] == e.cid else []
                 except SourceError as e:
                     log.debug("%s could not deliver a batch: %s", source.name, e)
                     failed[id(source)] = e
                     break
-            missing = [c for c in missing if c not in found]
+            missing = [c for c in missing if c not in found and uses[c]]
             if not missing:
                 break
         for cid in missing:  # the precise per-block path builds the full error
             found[cid] = self._get(cid, failed)
-        for cid in wanted:
-            yield cid, cid.digest if cid.is_identity else found[cid]
+            yield from ready()
+        yield from ready()
 
     def read_stored(self, cid: CID, offset: int, length: int) -> bytes | None:
         """The first source's stored bytes for this part of ``cid`` (unverified; see

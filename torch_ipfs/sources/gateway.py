@@ -171,6 +171,7 @@ class GatewaySource(BlockSource):
         # Enough blocks in flight to cover a round trip: 4x the connections keeps every
         # connection busy while the reader hashes what has arrived.
         self.prefetch_window = 4 * max_connections
+        self.parallel_get_many = True
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         self.max_connections = max_connections

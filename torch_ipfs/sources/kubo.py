@@ -153,6 +153,7 @@ class KuboSource(BlockSource):
         self.url = str(self.address)
         self.name = f"kubo {self.url}"
         self.prefetch_window = 4 * max_connections  # hide the RPC round trip
+        self.parallel_get_many = True
         self.timeout = timeout
         self.max_connections = max_connections
         self.offline = offline

@@ -62,6 +62,10 @@ EntryType = Literal["file", "dir", "symlink", "unknown"]
 #: Blocks requested ahead of the reader while streaming (bounded memory: at most about
 #: this many blocks are held, plus the inner nodes on the current path).
 DEFAULT_PREFETCH = 16
+#: A stream's first request asks for this many blocks, and each next one for twice as
+#: many, up to ``prefetch``: the first bytes come in one round trip, without a whole
+#: window's fetching, hashing and caching competing with the reader for the CPU.
+RAMP_START = 4
 #: Worker threads fetching (and hashing: hashlib releases the GIL) ahead while streaming.
 PREFETCH_THREADS = 4
 #: Reads at least this long are fetched like a stream (blocks in parallel, ahead of use).
@@ -449,9 +453,11 @@ class UnixFSFile:
         executor = _prefetch_pool() if background else None
         pool = _BufferPool() if recycle and hasattr(self.source, "get_into") else None
         tasks: deque[Future[None]] = deque()
+        ahead = min(self.prefetch, RAMP_START)
         try:
             while frontier:
-                self._schedule(frontier, executor, tasks, pool, keep_leaves=not background)
+                self._schedule(frontier, ahead, executor, tasks, pool, keep_leaves=not background)
+                ahead = min(self.prefetch, 2 * ahead)
                 span = frontier.popleft()
                 node = span.future.result()  # type: ignore[union-attr]
                 yield from self._expand(node, span.start, lo, hi, frontier, span.depth)
@@ -490,20 +496,21 @@ class UnixFSFile:
     def _schedule(
         self,
         frontier: deque[_Span],
+        ahead: int,
         executor: ThreadPoolExecutor | None,
         tasks: deque[Future[None]],
         pool: _BufferPool | None,
         *,
         keep_leaves: bool,
     ) -> None:
-        """Make sure the first ``prefetch`` spans of the frontier are requested.
+        """Make sure the first ``ahead`` spans of the frontier are requested.
 
         Refills only when fewer than half are in flight, so batches stay large enough for
         a parallel ``get_many`` to pay off. Submitted fetches are appended to ``tasks``.
         """
-        window = list(itertools.islice(frontier, self.prefetch))
+        window = list(itertools.islice(frontier, ahead))
         todo = [s for s in window if s.future is None]
-        if window[0].future is not None and len(todo) < max(1, self.prefetch // 2):
+        if window[0].future is not None and len(todo) < max(1, ahead // 2):
             return
         batch: list[_Span] = []
         for span in todo:
@@ -523,8 +530,11 @@ class UnixFSFile:
             tasks.popleft()
         # One get_many per worker, so block reads and hashing run in parallel. Spans are
         # dealt round-robin (worker k gets k, k+n, ...): the next blocks the reader needs
-        # are all being worked on at once, instead of queued behind one worker.
-        parts = min(PREFETCH_THREADS, len(batch))
+        # are all being worked on at once, instead of queued behind one worker. A source
+        # that fetches in parallel itself gets the batch whole: dealt out, its shared
+        # first-come pool would start the first call's whole list before the second
+        # call's first block, so the blocks needed next would come in the last round.
+        parts = 1 if self.source.parallel_get_many else min(PREFETCH_THREADS, len(batch))
         for k in range(parts):
             tasks.append(executor.submit(self._fetch, batch[k::parts], keep_leaves, pool))
 

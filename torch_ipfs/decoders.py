@@ -9,8 +9,9 @@ extension                         value
 ================================  ====================================================
 png jpg jpeg bmp gif tif webp ..  ``PIL.Image.Image`` (fully loaded); with
                                   ``decode="tensor"`` a ``uint8`` tensor ``[C, H, W]``
-                                  (``torchvision.transforms.functional.pil_to_tensor``:
-                                  exact pixel values, no scaling)
+                                  (what ``torchvision``'s ``pil_to_tensor`` gives:
+                                  exact pixel values, no scaling; torchvision itself
+                                  is not needed, nor its ~2 s import)
 wav flac ogg mp3                  ``(waveform, sample_rate)``: float tensor
                                   ``[channels, frames]`` (float64 for 64-bit files),
                                   resampled with torchaudio when ``sample_rate`` is set
@@ -98,11 +99,18 @@ def decode_image(data: bytes, *, as_tensor: bool = False) -> Any:
 
     image = Image.open(io.BytesIO(data))
     image.load()  # decode now: errors belong to this sample, and no file stays open
-    if as_tensor:
-        from torchvision.transforms.functional import pil_to_tensor
+    return _pil_to_tensor(image) if as_tensor else image
 
-        return pil_to_tensor(image)
-    return image
+
+def _pil_to_tensor(image: Any) -> Any:
+    """A PIL image as a tensor ``[C, H, W]`` of its own pixel values and dtype: the
+    values, dtype and shape ``torchvision.transforms.functional.pil_to_tensor`` gives
+    (a ``permute`` view of an ``[H, W, C]`` copy), without importing torchvision."""
+    import numpy as np
+    import torch
+
+    pixels = torch.as_tensor(np.array(image, copy=True))
+    return pixels.view(image.size[1], image.size[0], len(image.getbands())).permute((2, 0, 1))
 
 
 def decode_audio(data: bytes, *, sample_rate: int | None = None) -> tuple[Any, int]:

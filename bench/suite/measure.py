@@ -1,8 +1,12 @@
 """Measuring one pass of a DataLoader: time, time to first batch, peak RSS, bytes read.
 
-Every pass runs in a child forked from the (lean) benchmark process, so that each pass of
-each contender starts from the same memory image, and no thread pool, HTTP connection or
-cache of an earlier pass or contender is still around to take CPU or memory from the next.
+Every pass runs in a child forked from one lean process (a ``forkserver`` that imported
+what the contenders use, and nothing else: :func:`start_pass_server`), so that each pass
+of each contender starts from the same memory image, and no thread pool, HTTP connection,
+cache or data of the harness, of an earlier pass or of another contender is still around
+to take CPU or memory from the next. (Forked from the harness itself, a child's baseline
+RSS was whatever the harness held at that moment: 396 MB for one contender's main
+process and 742 MB for another's in one run.)
 
 What is counted, per pass:
 
@@ -21,7 +25,8 @@ What is counted, per pass:
   process then only receives batches). The bytes of tar files, store blocks or cache
   entries read, plus whatever else the loader reads (``tarfile`` probes for compression,
   curl's pipe for webdataset over HTTP).
-- ``net_bytes``: bytes the gateway sent during the pass (counted by the server).
+- ``net_bytes``: bytes the gateway sent while the pass's child ran (counted by the server,
+  read by the harness around the child; its untimed preparation fetches nothing).
 - ``checksum``: sum of all pixel values and labels, and the sample count; equal across
   contenders means they delivered the same tensors, each sample once.
 """
@@ -39,7 +44,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PassFigures", "isolated", "measure_pass", "median_figures", "read_proc"]
+__all__ = ["PassFigures", "isolated", "measure_pass", "median_figures", "read_proc", "start_pass_server"]
+
+#: Where :func:`isolated` starts its children: ``fork`` until :func:`start_pass_server`.
+_children: Any = multiprocessing.get_context("fork")
+
+
+def start_pass_server(modules: list[str]) -> None:
+    """Run every later :func:`isolated` call in a child of one ``forkserver`` process
+    that has imported ``modules`` (those that import; a peer not installed is skipped).
+    Call it once, before the harness itself holds data."""
+    global _children
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(modules)
+    _children = context
 
 _HWM = re.compile(rb"VmHWM:\s+(\d+) kB")
 _RSS = re.compile(rb"VmRSS:\s+(\d+) kB")
@@ -206,10 +224,10 @@ def median_figures(passes: list[PassFigures]) -> dict[str, Any]:
 
 def isolated(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` in a forked child and return its result (picklable), or raise
-    ``RuntimeError`` carrying the child's traceback."""
-    ctx = multiprocessing.get_context("fork")
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(sender, fn, args), daemon=False)
+    ``RuntimeError`` carrying the child's traceback. After :func:`start_pass_server`,
+    ``fn`` and ``args`` travel to the child pickled."""
+    receiver, sender = _children.Pipe(duplex=False)
+    child = _children.Process(target=_child_main, args=(sender, fn, args), daemon=False)
     child.start()
     sender.close()
     try:
@@ -226,6 +244,9 @@ def isolated(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _child_main(sender: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    # A fork server's child inherits "forkserver" as its default start method; a Linux
+    # process's default is "fork", and that is what DataLoader workers are measured with.
+    multiprocessing.set_start_method("fork", force=True)
     try:
         result = (True, fn(*args))
     except BaseException:  # everything goes back to the parent, which decides

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.suite import goals as goal_probes
-from bench.suite.contenders import Contender, Context, all_contenders, preload
+from bench.suite.contenders import Contender, Context, all_contenders
 from bench.suite.data import BenchData, Profile, prepare
-from bench.suite.measure import PassFigures, isolated, measure_pass, median_figures
+from bench.suite.measure import PassFigures, isolated, measure_pass, median_figures, start_pass_server
 from bench.suite.peers import installed
 from bench.suite.report import (
     add_ratios,
@@ -68,12 +68,11 @@ HEADLINE_FIGURES = (
 )
 
 
-def _one_pass(
-    contender: Contender, ctx: Context, workers: int, gateway: GatewayProcess | None
-) -> PassFigures:
-    """In a fresh isolated child: untimed preparation, then one timed pass."""
+def _one_pass(contender: Contender, ctx: Context, workers: int) -> PassFigures:
+    """In a fresh isolated child: untimed preparation, then one timed pass (its
+    ``net_bytes`` are counted by the caller, which holds the gateway's pipe)."""
     contender.before_pass(ctx, workers)
-    return measure_pass(lambda: contender.loader(ctx, workers), gateway.bytes_sent if gateway else None)
+    return measure_pass(lambda: contender.loader(ctx, workers), None)
 
 
 class SuiteRun:
@@ -147,8 +146,10 @@ class SuiteRun:
                     if (name, workers) in errors:
                         continue
                     gateway = gateways.get(contender.gateway_delay)  # type: ignore[arg-type]
-                    figures = attempt((name, workers), _one_pass, contender, ctx, workers, gateway)
+                    sent = gateway.bytes_sent() if gateway else 0
+                    figures = attempt((name, workers), _one_pass, contender, ctx, workers)
                     if figures is not None:
+                        figures.net_bytes = gateway.bytes_sent() - sent if gateway else 0
                         passes.setdefault((name, workers), []).append(figures)
                         log.info(
                             "%-36s workers=%d %8.0f samples/s  first batch %.3fs  rss %.0f MB",
@@ -225,7 +226,7 @@ class SuiteRun:
             log.info("probe %s done (%.1fs)", name, time.perf_counter() - started)
 
     def run(self) -> None:
-        preload()
+        start_pass_server(["bench.suite.preloaded"])
         for i, variant in enumerate(self.profile.variants):
             started = time.perf_counter()
             data = prepare(variant, self.work / variant.name)

@@ -180,3 +180,18 @@ def test_the_issue11_preset_picks_exact_names_in_every_variant(tmp_path) -> None
         assert not run._wanted(name), name
     substring = SuiteRun(PROFILE, tmp_path, tmp_path, ["gateway"])
     assert substring._wanted("torch_ipfs-gateway-0ms-warm") and not substring._wanted("litdata-local")
+
+
+def test_pixel_checksum_is_exact_beyond_32_bits() -> None:
+    import torch
+
+    from bench.suite.measure import _pixel_sum
+
+    # 256 JPEG-size images of 255: 9,824,236,544 in all, past 2**32 (a uint8 or int32
+    # accumulator would wrap); the checksum compares contenders, so it must be exact.
+    batch = torch.full((256, 3, 224, 224), 255, dtype=torch.uint8)
+    assert _pixel_sum(batch) == 256 * 3 * 224 * 224 * 255
+    batch[0, 0, 0, 0] = 7
+    assert _pixel_sum(batch) == 256 * 3 * 224 * 224 * 255 - 248
+    assert _pixel_sum(batch[:, 1:2]) == 256 * 224 * 224 * 255  # a strided view
+    assert _pixel_sum(torch.full((4, 4), 2.0)) == 32

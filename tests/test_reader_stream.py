@@ -15,7 +15,7 @@ from torch_ipfs.errors import BlockNotFoundError, IntegrityError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.local import LocalStore
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes
-from torch_ipfs.unixfs.reader import PREFETCH_THREADS, RAMP_START, UnixFSFile
+from torch_ipfs.unixfs.reader import PREFETCH_THREADS, RAMP_START, UnixFSFile, cpu_bound_parts
 
 SIZE = 1_500_000  # over STREAM_THRESHOLD, so large reads stream too
 
@@ -179,7 +179,8 @@ def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) 
     assert b"".join(UnixFSFile(source, root).iter_chunks()) == data
     asked = [cid for call in source.calls for cid in call]
     assert Counter(asked) == Counter(leaves)  # every block once
-    first_round = source.calls[: 1 if parallel else RAMP_START]
+    parts = cpu_bound_parts()
+    first_round = source.calls[: 1 if parallel else min(parts, RAMP_START)]
     assert [cid for call in first_round for cid in call][:1] == leaves[:1]
     assert sum(len(call) for call in first_round) == RAMP_START
     sizes = [len(call) for call in source.calls]
@@ -189,5 +190,25 @@ def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) 
         assert asked == leaves
         assert sizes[0] < sizes[1] < sizes[2] < sizes[3] and max(sizes) <= 32
     else:
-        # each batch dealt round-robin to the prefetch threads, one get_many each
-        assert max(sizes) <= 32 // PREFETCH_THREADS
+        # each batch dealt round-robin into one get_many per CPU (at most 4 parts)
+        assert max(sizes) <= -(-32 // parts)
+
+
+def test_a_local_stream_splits_its_batches_one_part_per_cpu(tmp_path) -> None:
+    store = LocalStore(tmp_path / "repo")
+    data = random.Random(8).randbytes(SIZE)
+    root = import_bytes(data, store, ImportOptions(cid_version=1, chunker="size-16384")).cid
+    leaves = [link.cid for link in decode_node(store.get(root)).links]
+    allowed = os.sched_getaffinity(0)
+    try:
+        # the affinity of the calling thread, which is the one scheduling the stream
+        os.sched_setaffinity(0, {min(allowed)})
+        assert cpu_bound_parts() == 1
+        source = RecordingSource(store, False, window=32)
+        assert b"".join(UnixFSFile(source, root).iter_chunks()) == data
+    finally:
+        os.sched_setaffinity(0, allowed)
+    # one CPU: each batch is one get_many, so the blocks are asked for in file order
+    assert [cid for call in source.calls for cid in call] == leaves
+    assert [len(call) for call in source.calls][0] == RAMP_START
+    assert cpu_bound_parts() == min(PREFETCH_THREADS, len(allowed))

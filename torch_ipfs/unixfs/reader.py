@@ -92,6 +92,19 @@ def _prefetch_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def cpu_bound_parts() -> int:
+    """How many parallel ``get_many`` calls a batch of a local source is split into: one
+    per CPU this process may run on, at most ``PREFETCH_THREADS``. A local block costs
+    CPU only (a page-cache read and its SHA-256), so more parts than cores only preempt
+    the reader: on 2 cores, 4 parts made the decoding loop 8% slower than 2 (twice the
+    context switches), and 1 part left raw JPEG reads waiting on one hashing thread."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(PREFETCH_THREADS, cpus))
+
+
 def _forget_pool_after_fork() -> None:
     # A forked child (DataLoader worker) has none of its parent's threads: start afresh.
     global _pool, _pool_lock
@@ -528,13 +541,13 @@ class UnixFSFile:
             return
         while tasks and tasks[0].done():
             tasks.popleft()
-        # One get_many per worker, so block reads and hashing run in parallel. Spans are
-        # dealt round-robin (worker k gets k, k+n, ...): the next blocks the reader needs
-        # are all being worked on at once, instead of queued behind one worker. A source
+        # One get_many per core, so block reads and hashing run in parallel. Spans are
+        # dealt round-robin (part k gets k, k+n, ...): the next blocks the reader needs
+        # are all being worked on at once, instead of queued behind one part. A source
         # that fetches in parallel itself gets the batch whole: dealt out, its shared
         # first-come pool would start the first call's whole list before the second
         # call's first block, so the blocks needed next would come in the last round.
-        parts = 1 if self.source.parallel_get_many else min(PREFETCH_THREADS, len(batch))
+        parts = 1 if self.source.parallel_get_many else min(cpu_bound_parts(), len(batch))
         for k in range(parts):
             tasks.append(executor.submit(self._fetch, batch[k::parts], keep_leaves, pool))
 

@@ -6,6 +6,7 @@ import io
 import os
 import random
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -150,16 +151,20 @@ def test_streaming_in_a_forked_child(stored) -> None:
 
 class RecordingSource(BlockSource):
     """The store, recording the CIDs of every ``get_many`` call (a backend that says
-    whether its ``get_many`` fetches in parallel by itself, as remote sources do)."""
+    whether its ``get_many`` fetches in parallel by itself, as remote sources do), each
+    block taking ``delay`` seconds (a slow disk)."""
 
-    def __init__(self, store: LocalStore, parallel: bool, window: int) -> None:
+    def __init__(self, store: LocalStore, parallel: bool, window: int, delay: float = 0.0) -> None:
         self.store = store
         self.parallel_get_many = parallel
         self.prefetch_window = window
+        self.delay = delay
         self.calls: list[list] = []
         self._lock = threading.Lock()
 
     def _get_raw(self, cid):
+        if self.delay:
+            time.sleep(self.delay)
         return self.store.get(cid)
 
     def get_many(self, cids):
@@ -194,21 +199,53 @@ def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) 
         assert max(sizes) <= -(-32 // parts)
 
 
-def test_a_local_stream_splits_its_batches_one_part_per_cpu(tmp_path) -> None:
+def _stream_calls(tmp_path, delay: float, consume: float) -> tuple[list[list], list, dict]:
+    """One local-source stream over 92 leaves, each block taking ``delay`` s to fetch and
+    ``consume`` s to use: its get_many calls, the leaves in file order, and for each leaf
+    how many blocks the reader had used when it was asked for."""
     store = LocalStore(tmp_path / "repo")
     data = random.Random(8).randbytes(SIZE)
     root = import_bytes(data, store, ImportOptions(cid_version=1, chunker="size-16384")).cid
     leaves = [link.cid for link in decode_node(store.get(root)).links]
+    used = [0]
+    asked_at: dict = {}
+
+    class Source(RecordingSource):
+        def get_many(self, cids):
+            cids = list(cids)
+            asked_at.update((cid, used[0]) for cid in cids)
+            return super().get_many(cids)
+
+    source = Source(store, False, window=8, delay=delay)
+    got = []
+    for piece in UnixFSFile(source, root).iter_chunks():
+        got.append(bytes(piece))
+        time.sleep(consume)
+        used[0] += 1
+    assert b"".join(got) == data
+    assert Counter(cid for call in source.calls for cid in call) == Counter(leaves)  # each once
+    return source.calls, leaves, asked_at
+
+
+def test_a_stream_asks_for_its_last_blocks_before_the_reader_reaches_them(tmp_path) -> None:
+    # a reader slower than the fetching: every block after the first is asked for while
+    # the reader is still on an earlier one, the stream's last blocks too (they used to
+    # wait until the reader got to them: a stall, a round trip on a remote source)
+    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.0, consume=0.002)
+    late = [i for i, cid in enumerate(leaves) if i and asked_at[cid] >= i]
+    assert late == []
+
+
+def test_a_local_stream_splits_its_batches_one_part_per_cpu(tmp_path) -> None:
     allowed = os.sched_getaffinity(0)
     try:
         # the affinity of the calling thread, which is the one scheduling the stream
         os.sched_setaffinity(0, {min(allowed)})
         assert cpu_bound_parts() == 1
-        source = RecordingSource(store, False, window=32)
-        assert b"".join(UnixFSFile(source, root).iter_chunks()) == data
+        calls, leaves, _ = _stream_calls(tmp_path, delay=0.001, consume=0.0)
     finally:
         os.sched_setaffinity(0, allowed)
-    # one CPU: each batch is one get_many, so the blocks are asked for in file order
-    assert [cid for call in source.calls for cid in call] == leaves
-    assert [len(call) for call in source.calls][0] == RAMP_START
+    # one CPU: however long the reader waits, each batch is one get_many, so the blocks
+    # are asked for in file order
+    assert [cid for call in calls for cid in call] == leaves
     assert cpu_bound_parts() == min(PREFETCH_THREADS, len(allowed))

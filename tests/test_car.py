@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from torch_ipfs import multihash
 from torch_ipfs.car import CARV2_PRAGMA, CarReader, encode_header, export_car, import_car, write_car
 from torch_ipfs.cid import CID, RAW
 from torch_ipfs.dag import walk_dfs
@@ -251,3 +252,13 @@ def test_partial_car_imports_what_is_there() -> None:
     with pytest.raises(BlockNotFoundError) as e:
         f.read_range(64 * 2, 200)
     assert e.value.cid == missing
+
+
+def test_a_block_cut_short_is_named_in_the_error() -> None:
+    # a block longer than a section's first read, cut 3 bytes short: the error names it
+    block = bytes(range(256)) * 4
+    cid = CID(1, RAW, multihash.digest(block))
+    out = io.BytesIO()
+    write_car(out, [cid], [(cid, block)])
+    with pytest.raises(CARFormatError, match=f"truncated at byte 1118: block {cid} needs 804 bytes, got 801"):
+        list(CarReader(io.BytesIO(out.getvalue()[:-3])))

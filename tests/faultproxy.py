@@ -87,6 +87,16 @@ class FaultProxy:
         with self._lock:
             self.mode, self.only, self.times, self.options = mode, only, times, options
 
+    def wait_completed(self, n: int, timeout: float = 5.0) -> int:
+        """Wait until ``n`` responses are counted (or ``timeout`` passes); return the count.
+
+        The handler counts a response after its last byte is written, so a client can hold the
+        whole body a moment before the count moves: a test reading ``completed`` at once races it."""
+        deadline = time.monotonic() + timeout
+        while self.completed < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.completed
+
     def start(self) -> FaultProxy:
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fault-proxy", daemon=True

@@ -1,8 +1,11 @@
 """CIDs and addresses, checked against published values (ipfs-facts.md, the CID spec)."""
 
+import random
+
 import pytest
 from multiformats import multibase
 
+from torch_ipfs import cid as cid_module
 from torch_ipfs.cid import CID, DAG_PB, RAW, parse_address
 from torch_ipfs.errors import IntegrityError, InvalidCIDError
 
@@ -37,6 +40,24 @@ def test_every_multibase_round_trips(base, prefix):
     text = cid.encode(base)
     assert text[0] == prefix
     assert CID.decode(text) == cid
+
+
+def test_own_base58btc_and_base32_text_equal_multiformats():
+    # CID text is encoded here (fast); multiformats is the reference it must match,
+    # including leading zero bytes (base58btc writes each as "1").
+    rng = random.Random(7)
+    raws = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 70))) for _ in range(300)]
+    raws += [bytes(k) + b"\x01\xff" for k in range(5)] + [bytes(3), b""]
+    for raw in raws:
+        assert "z" + cid_module._base58btc(raw) == multibase.encode(raw, "base58btc"), raw
+        assert cid_module._base32(raw) == multibase.encode(raw, "base32"), raw
+    for n in range(200):
+        cid = CID.compute(rng.randbytes(n), codec=rng.choice([RAW, DAG_PB]))
+        assert str(cid) == multibase.encode(cid.to_bytes(), "base32")
+        assert cid.encode("base58btc") == multibase.encode(cid.to_bytes(), "base58btc")
+        v0 = CID(0, DAG_PB, cid.multihash)
+        assert str(v0) == multibase.encode(v0.multihash, "base58btc")[1:]
+        assert CID.decode(str(v0)) == v0 and CID.decode(str(cid)) == cid
 
 
 def test_binary_round_trip():

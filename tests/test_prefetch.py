@@ -17,6 +17,7 @@ from torch_ipfs.client import Client
 from torch_ipfs.dag import walk_dfs
 from torch_ipfs.datasets import IPFSIterableDataset
 from torch_ipfs.errors import IPFSError
+from torch_ipfs.sharding import prefetch_lead
 from torch_ipfs.sources.base import MemoryStore
 from torch_ipfs.unixfs.reader import UnixFSFile
 
@@ -96,7 +97,13 @@ def test_iterable_dataset_prefetches_the_next_shard_while_reading_one(tmp_path, 
     store.fetched.clear()
     ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
     it = iter(ds)
-    first = next(it)
+    lead = prefetch_lead(PER_SHARD)
+    assert lead == 5  # a quarter of the span
+    head = [next(it) for _ in range(lead - 1)]
+    time.sleep(0.3)  # the prefetch waits for the lead: not one block of shard 2 yet
+    second_leaves = second_shard - shards[0] - {result.shard_cids[1]}
+    assert second_leaves and not second_leaves & set(store.fetched)
+    head.append(next(it))
     deadline = time.monotonic() + 30
     while not second_shard <= set(store.fetched):  # arrives without us reading further
         assert time.monotonic() < deadline, "the next shard was never prefetched"
@@ -106,7 +113,7 @@ def test_iterable_dataset_prefetches_the_next_shard_while_reading_one(tmp_path, 
     assert third_leaves and not third_leaves & set(store.fetched)
     rest = list(it)
     expected = _images()
-    got = [first, *rest]
+    got = [*head, *rest]
     assert len(got) == SAMPLES
     for (image, label), (want_image, want_label) in zip(got, expected, strict=True):
         assert torch.equal(image, want_image) and label == want_label

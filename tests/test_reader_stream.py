@@ -190,16 +190,16 @@ def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) 
     assert sum(len(call) for call in first_round) == RAMP_START
     sizes = [len(call) for call in source.calls]
     if parallel:
-        # a source that fetches in parallel gets each batch whole, in the order needed,
-        # and the batches grow (4, 5, 9, 17: each refill tops the doubled window up)
-        assert asked == leaves
-        assert sizes[0] < sizes[1] < sizes[2] < sizes[3] and max(sizes) <= 32
+        # a source that fetches in parallel gets each batch whole, in the order needed
+        assert asked == leaves and max(sizes) <= 32
     else:
         # each batch dealt round-robin into one get_many per CPU (at most 4 parts)
         assert max(sizes) <= -(-32 // parts)
 
 
-def _stream_calls(tmp_path, delay: float, consume: float) -> tuple[list[list], list, dict]:
+def _stream_calls(
+    tmp_path, delay: float, consume: float, window: int = 8
+) -> tuple[list[list], list, dict]:
     """One local-source stream over 92 leaves, each block taking ``delay`` s to fetch and
     ``consume`` s to use: its get_many calls, the leaves in file order, and for each leaf
     how many blocks the reader had used when it was asked for."""
@@ -216,7 +216,7 @@ def _stream_calls(tmp_path, delay: float, consume: float) -> tuple[list[list], l
             asked_at.update((cid, used[0]) for cid in cids)
             return super().get_many(cids)
 
-    source = Source(store, False, window=8, delay=delay)
+    source = Source(store, False, window=window, delay=delay)
     got = []
     for piece in UnixFSFile(source, root).iter_chunks():
         got.append(bytes(piece))
@@ -234,6 +234,26 @@ def test_a_stream_asks_for_its_last_blocks_before_the_reader_reaches_them(tmp_pa
     calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.0, consume=0.002)
     late = [i for i, cid in enumerate(leaves) if i and asked_at[cid] >= i]
     assert late == []
+
+
+def test_a_reader_that_never_waits_gets_one_more_block_ahead_per_block_read(tmp_path) -> None:
+    # blocks come at once, the reader takes 10 ms with each: after k blocks read the
+    # window is RAMP_START + k, so block i is not asked for before (i - RAMP_START) // 2
+    # were read (doubling per block read asked for 32 ahead after three)
+    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.0, consume=0.01, window=32)
+    early = {i: asked_at[cid] for i, cid in enumerate(leaves) if asked_at[cid] < (i - RAMP_START) // 2}
+    assert early == {}
+    assert all(asked_at[cid] == 0 for cid in leaves[:RAMP_START])
+    assert max(i - asked_at[cid] for i, cid in enumerate(leaves)) > 16  # it did grow
+
+
+def test_a_reader_that_waits_doubles_the_window(tmp_path) -> None:
+    # each block takes 10 ms to come and the reader waits for every one: the window
+    # doubles per wait, so blocks 20 and on are asked for before the reader has used 8
+    # (growing by one per block read, block 20 would wait for the 8th)
+    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.01, consume=0.0, window=32)
+    assert min(asked_at[cid] for cid in leaves[20:32]) < 8
+    assert all(asked_at[cid] == 0 for cid in leaves[:RAMP_START])
 
 
 def test_a_local_stream_splits_its_batches_one_part_per_cpu(tmp_path) -> None:

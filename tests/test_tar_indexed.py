@@ -371,3 +371,24 @@ def test_the_fast_path_keeps_its_numeric_checks_exact() -> None:
     for r in high:
         r[148:156] = np.frombuffer(b"%06o\0 " % (int(r.sum()) - int(r[148:156].sum()) + 256), dtype=np.uint8)
     assert tar._checksums_ok(high)
+
+
+def test_the_first_samples_come_after_the_first_chunk() -> None:
+    # small samples are sliced out of ~1 MiB windows, but the first window is the first
+    # chunk alone: the reader's first samples go out while the next blocks still arrive
+    data, index = _ours(_samples(2000))
+    chunks = _chunks(data, 0, int(index.offsets[-1]), 256 * 1024)
+    pulled = []
+
+    def feed():
+        for chunk in chunks:
+            pulled.append(len(chunk))
+            yield chunk
+
+    gen = tar.iter_indexed(feed(), "w", index, 0, len(index.keys), FIELDS)
+    first = next(gen)
+    assert len(pulled) == 1 and len(chunks) > 8
+    assert first == tuple(_samples(1)[0][1][f] for f in FIELDS)
+    rest = list(gen)
+    assert len(pulled) == len(chunks) and len(rest) == 1999
+    assert [first, *rest] == _strict(data, index, 0, len(index.keys), 256 * 1024, FIELDS)

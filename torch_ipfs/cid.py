@@ -8,6 +8,7 @@ sits on every block read.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,6 +64,24 @@ MAX_CID_TEXT = 1 + 2 * (1 + 9 + 9 + 9 + 128)
 _SHA2_256 = multihash.SHA2_256  # the module name is shadowed by CID.multihash in the class
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _base58btc(raw: bytes) -> str:
+    """base58btc without the multibase prefix: what ``multibase.encode(raw, "base58btc")[1:]``
+    gives, about 30x faster (that one costs ~200 us, and every block request names its
+    CID in text)."""
+    n = int.from_bytes(raw, "big")
+    digits: list[str] = []
+    while n:
+        n, r = divmod(n, 58)
+        digits.append(_B58_ALPHABET[r])
+    zeros = len(raw) - len(raw.lstrip(b"\0"))
+    return "1" * zeros + "".join(reversed(digits))
+
+
+def _base32(raw: bytes) -> str:
+    """Multibase base32 (``b`` + RFC 4648 lower case, unpadded), from the C codec."""
+    return "b" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +171,12 @@ class CID:
         if self.version == 0:
             if base not in (None, "base58btc"):
                 raise InvalidCIDError(self, f"CIDv0 has no {base} form; convert with to_v1() first")
-            return multibase.encode(self.multihash, "base58btc")[1:]
-        return multibase.encode(_to_bytes(self), base or "base32")
+            return _base58btc(self.multihash)
+        if base is None or base == "base32":
+            return _base32(_to_bytes(self))
+        if base == "base58btc":
+            return "z" + _base58btc(_to_bytes(self))
+        return multibase.encode(_to_bytes(self), base)
 
     def __str__(self) -> str:
         return _to_text(self)

@@ -60,6 +60,15 @@ logger = logging.getLogger(__name__)
 
 #: Version of the dict :meth:`SplitIterator.state_dict` returns.
 STATE_VERSION = 1
+#: At most this many samples of a span are read before the next span's prefetch starts
+#: (a quarter of a shorter span): the first batch is then decoded without a whole next
+#: span streaming in beside it, taking the CPU the batch waits for.
+PREFETCH_AFTER = 256
+
+
+def prefetch_lead(span_samples: int) -> int:
+    """After how many of a span's samples the next span's prefetch starts."""
+    return min(PREFETCH_AFTER, max(1, span_samples // 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,10 +684,10 @@ class ShardedIterableDataset(IterableDataset):
             count = 0
             progress = split._progress
             samples = iter(self.read_span(span))
-            for sample in samples:  # the first sample alone: it starts the next prefetch
+            lead = prefetch_lead(expected) if i + 1 < len(spans) else -1
+            for sample in samples:  # the first sample alone (it may start the next prefetch)
                 count = 1
-                if i + 1 < len(spans):
-                    # after the current span's first blocks, so they are not queued behind these
+                if count == lead:
                     self.prefetch_span(spans[i + 1])
                 split.advance(1)
                 if sample is not SKIPPED:
@@ -688,6 +697,8 @@ class ShardedIterableDataset(IterableDataset):
                 count += 1
                 if count > expected:
                     break
+                if count == lead:
+                    self.prefetch_span(spans[i + 1])
                 # Delivered once handed out: counted before the yield (what advance() does,
                 # inline; a set_epoch/load_state_dict since then goes through advance()).
                 if progress is split._progress and progress is not None and not progress.pending:

@@ -979,6 +979,9 @@ def iter_indexed(
     # numpy's fixed cost per pass). Large ones: each chunk is a window of its own, and
     # only a sample split between chunks is copied out of them.
     target = _WINDOW_BYTES if ends[-1] - ends[0] <= n * _JOIN_BELOW else 0
+    # The first window is the first chunk alone: the first samples go out as soon as one
+    # block is in, not after a MiB of them (the rest arrive meanwhile).
+    need = 1 if target else 0
     it = iter(chunks)
     j = 0  # the next sample to check
     base = ends[0]  # archive offset of pending[0]
@@ -997,8 +1000,8 @@ def iter_indexed(
             have += len(chunk)
             if j >= fast_end:
                 break
-            if have < target or base + have < ends[j + 1]:
-                continue  # a window: at least `target` bytes, and at least one whole sample
+            if have < need or base + have < ends[j + 1]:
+                continue  # a window: at least `need` bytes, and at least one whole sample
         more = chunk is not None
         if target or len(pending) == 1 or chunk is None:
             buf = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -1027,6 +1030,7 @@ def iter_indexed(
             if j < m:  # sample j failed a check
                 pending = [memoryview(buf)[ends[j] - at :]]
                 break
+        need = target
         tail = ends[j] - at
         pending = [memoryview(buf)[tail:]] if tail < len(buf) else []
         have = len(buf) - tail

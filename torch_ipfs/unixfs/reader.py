@@ -62,9 +62,10 @@ EntryType = Literal["file", "dir", "symlink", "unknown"]
 #: Blocks requested ahead of the reader while streaming (bounded memory: at most about
 #: this many blocks are held, plus the inner nodes on the current path).
 DEFAULT_PREFETCH = 16
-#: A stream's first request asks for this many blocks, and each next one for twice as
-#: many, up to ``prefetch``: the first bytes come in one round trip, without a whole
-#: window's fetching, hashing and caching competing with the reader for the CPU.
+#: A stream's first request asks for this many blocks; the window then grows by one
+#: block per block read, and doubles whenever the reader had to wait, up to ``prefetch``
+#: (see :meth:`UnixFSFile._pieces`): the first bytes come in one round trip, without a
+#: whole window's fetching, hashing and caching competing with the reader for the CPU.
 RAMP_START = 4
 #: Worker threads fetching (and hashing: hashlib releases the GIL) ahead while streaming.
 PREFETCH_THREADS = 4
@@ -238,6 +239,12 @@ class UnixFSFile:
 
     def __len__(self) -> int:
         return self._root.size
+
+    def first_block_of(self, offset: int, length: int) -> CID | None:
+        """The root's first child covering ``[offset, offset + length)`` (None for a
+        one-block file or an empty range): e.g. to ask a cache whether the range is in."""
+        children = overlapping_children(self._root, 0, offset, offset + length)
+        return children[0][0] if children else None
 
     def __repr__(self) -> str:
         return f"UnixFSFile({str(self.cid)!r}, size={self.size})"
@@ -468,11 +475,18 @@ class UnixFSFile:
         tasks: deque[Future[None]] = deque()
         ahead = min(self.prefetch, RAMP_START)
         try:
+            first = True
             while frontier:
                 self._schedule(frontier, ahead, executor, tasks, pool, keep_leaves=not background)
-                ahead = min(self.prefetch, 2 * ahead)
                 span = frontier.popleft()
+                stalled = not span.future.done()  # type: ignore[union-attr]
                 node = span.future.result()  # type: ignore[union-attr]
+                # Slow start: one more block ahead per block read, twice as many when the
+                # reader had to wait (the window is shorter than a round trip). Blocks the
+                # reader does not wait for are not fetched early: their fetching would
+                # only take CPU from what it does with the first ones.
+                ahead = min(self.prefetch, 2 * ahead if stalled and not first else ahead + 1)
+                first = False
                 yield from self._expand(node, span.start, lo, hi, frontier, span.depth)
                 if span.buffer is not None:
                     pool.give(span.buffer)  # type: ignore[union-attr]  # the caller has copied it

@@ -35,6 +35,7 @@ from torch_ipfs.config import Settings, parse_size
 from torch_ipfs.errors import IPFSError, UnixFSFormatError, UnsafePathError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
+from torch_ipfs.stoppable import put_until_stopped
 
 if TYPE_CHECKING:
     from torch_ipfs.metrics import MetricsCollector
@@ -364,6 +365,36 @@ class Client:
             log.debug("CAR request for /ipfs/%s/%s failed (%s); reading block by block", cid, path, e)
             return False
 
+    def stream_range(
+        self, address: str | CID | IPFSPath, offset: int, length: int
+    ) -> Iterator[bytes | memoryview] | None:
+        """The bytes ``[offset, offset + length)`` of a file from **one** CAR request, as
+        they arrive (each block verified, and cached for later reads), or None when that
+        would not pay: no gateway-only read order (see :meth:`warm_car`), a range under
+        :data:`STREAM_MIN_BYTES`, or its first block already cached (reading the cache is
+        faster than the network).
+
+        For a span nothing has prefetched (a DataLoader worker's first): its blocks come
+        at the gateway's pace, one request instead of one per block, fetched by a thread
+        at most :data:`STREAM_AHEAD_BLOCKS` blocks ahead of the reader. When the CAR
+        fails midway, the rest comes block by block with the sources' retries
+        (``GatewaySource.fetch_car``); what cannot be had raises. A fork stops the thread
+        first (it holds a connection); the reader then goes on block by block.
+        """
+        route = self._car_route()
+        if route is None or length < STREAM_MIN_BYTES:
+            return None
+        cache, gateway = route
+        f = self.file(address)
+        lo = min(offset, f.size)
+        hi = min(f.size, lo + length)
+        if hi - lo < STREAM_MIN_BYTES:
+            return None
+        first = f.first_block_of(lo, hi - lo)
+        if first is None or cache.holds(first):
+            return None
+        return _RangeStream(cache, gateway, self.source).read(f.cid, lo, hi)
+
     def warm_paths(self, root: CID | str, paths: Sequence[str], *, max_bytes: int | None = None) -> int:
         """:meth:`warm_car` for several paths below ``root`` at once, in parallel (one
         round trip for all of them); returns how many were fetched. Paths the gateway
@@ -576,6 +607,81 @@ class _Prefetcher:
 
 _PREFETCHERS: weakref.WeakSet[_Prefetcher] = weakref.WeakSet()
 
+#: Ranges shorter than this are read block by block (see :meth:`Client.stream_range`).
+STREAM_MIN_BYTES = 1024 * 1024
+#: Blocks a streamed range's thread holds ahead of its reader (memory: this many blocks).
+STREAM_AHEAD_BLOCKS = 16
+_END = object()
+
+
+class _RangeStream:
+    """:meth:`Client.stream_range`'s stream: a thread reads the CAR response (verified
+    blocks, each cached) into a bounded queue; the reader walks them into bytes, and
+    fetches block by block whatever the response did not bring (it stopped early)."""
+
+    def __init__(self, cache: CachedSource, gateway: GatewaySource, source: BlockSource) -> None:
+        self.cache, self.gateway, self.source = cache, gateway, source
+        self.pid = os.getpid()
+        self.stop = threading.Event()
+        self.blocks: queue.Queue = queue.Queue(STREAM_AHEAD_BLOCKS)
+        self.thread: threading.Thread | None = None
+
+    def read(self, root: CID, lo: int, hi: int) -> Iterator[bytes | memoryview]:
+        from torch_ipfs.unixfs.streamed import range_from_blocks
+
+        self.thread = threading.Thread(
+            target=self._fetch, args=(root, lo, hi), name="torch-ipfs-stream", daemon=True
+        )
+        _STREAMS.add(self)
+        self.thread.start()
+        try:
+            yield from range_from_blocks(self._arrived(), root, lo, hi, self.source.get)
+        finally:
+            self.halt(5.0)
+
+    def halt(self, timeout: float) -> None:
+        """Stop the thread (a reader that stopped early, or a fork coming)."""
+        self.stop.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    def _put(self, item: object) -> bool:
+        return put_until_stopped(self.blocks, item, self.stop)
+
+    def _fetch(self, root: CID, lo: int, hi: int) -> None:
+        response = self.gateway.fetch_car(root, dag_scope="entity", entity_bytes=(lo, hi - 1))
+        try:
+            for cid, block in response:
+                if not cid.is_identity:
+                    self.cache.put_verified(cid, block)
+                if not self._put((cid, block)):
+                    return
+            self._put(_END)
+        except BaseException as e:  # handed to the reader, who raises it
+            self._put(e)
+        finally:
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()  # stopped early: the connection goes back to the pool
+
+    def _arrived(self) -> Iterator[tuple[CID, bytes]]:
+        while True:
+            try:
+                item = self.blocks.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set() and not (self.thread and self.thread.is_alive()):
+                    return  # halted (a fork): the walk fetches the rest block by block
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+
+_STREAMS: weakref.WeakSet[_RangeStream] = weakref.WeakSet()
+
+
 #: How long a fork waits for this process's warm-up jobs (see :func:`_quiesce_before_fork`).
 FORK_WAIT_S = 30.0
 
@@ -588,6 +694,11 @@ def _quiesce_before_fork() -> None:
     for prefetcher in list(_PREFETCHERS):
         if prefetcher.pid == os.getpid():
             prefetcher.wait_idle(FORK_WAIT_S)
+    # A streamed range's thread holds a gateway connection: stop it (its reader fetches
+    # the rest of the range block by block).
+    for stream in list(_STREAMS):
+        if stream.pid == os.getpid():
+            stream.halt(FORK_WAIT_S)
 
 
 if hasattr(os, "register_at_fork"):

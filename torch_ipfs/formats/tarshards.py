@@ -531,7 +531,12 @@ class TarShardsLayout(Layout):
         idx = self._index(shard)
         first = self._first(shard)
         offset, length = idx.span(first + start, first + stop)
-        chunks = self._checked_file(shard).iter_chunks(offset, length)
+        f = self._checked_file(shard)
+        # A span nothing has fetched yet comes in one CAR response over a gateway.
+        stream_range = getattr(self.client, "stream_range", None)
+        chunks = stream_range(f.cid, offset, length) if stream_range is not None else None
+        if chunks is None:
+            chunks = f.iter_chunks(offset, length)
         where = self._where_cached(shard)
         yield from tar.iter_indexed(chunks, where, idx, first + start, first + stop, fields)
 

@@ -20,6 +20,7 @@ from torch_ipfs.formats.base import ClientHandle, Layout, ListLayout
 from torch_ipfs.loader.media import fetch_image, process_audio, process_text
 from torch_ipfs.loader.reading import ON_ERROR, Failed, SampleReader, result_dict
 from torch_ipfs.metrics import MetricsCollector, percentile
+from torch_ipfs.stoppable import put_until_stopped
 
 if TYPE_CHECKING:
     from torch_ipfs.loader.numpy_adapter import NumpyBatches
@@ -67,13 +68,7 @@ class _Epoch:
     # -- producer side -------------------------------------------------------------------
 
     def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.queue, item, self.stop)
 
     def _produce(self) -> None:
         try:

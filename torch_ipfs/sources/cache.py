@@ -405,6 +405,16 @@ class CachedSource(BlockSource):
             self.bytes_filled += received
         return complete
 
+    def holds(self, cid: CID) -> bool:
+        """True when the block is in the cache (the wrapped source is not asked)."""
+        return cid.is_identity or os.path.exists(self._entry_path(cid.multihash))
+
+    def put_verified(self, cid: CID, block: bytes) -> None:
+        """Cache a block the caller has already hashed against ``cid`` (a CAR response's,
+        checked by its verifier), unless it is cached already."""
+        if not cid.is_identity:
+            self._insert(cid.multihash, block)
+
     def peek(self, cid: CID) -> bytes | None:
         """The cached block, verified, or None: never asks the wrapped source."""
         if cid.is_identity:

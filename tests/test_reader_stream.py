@@ -198,7 +198,7 @@ def test_a_stream_asks_for_a_few_blocks_first_then_for_more(tmp_path, parallel) 
 
 
 def _stream_calls(
-    tmp_path, delay: float, consume: float, window: int = 8
+    tmp_path, delay: float, consume: float, window: int = 8, parallel: bool = False
 ) -> tuple[list[list], list, dict]:
     """One local-source stream over 92 leaves, each block taking ``delay`` s to fetch and
     ``consume`` s to use: its get_many calls, the leaves in file order, and for each leaf
@@ -216,7 +216,7 @@ def _stream_calls(
             asked_at.update((cid, used[0]) for cid in cids)
             return super().get_many(cids)
 
-    source = Source(store, False, window=window, delay=delay)
+    source = Source(store, parallel, window=window, delay=delay)
     got = []
     for piece in UnixFSFile(source, root).iter_chunks():
         got.append(bytes(piece))
@@ -237,21 +237,25 @@ def test_a_stream_asks_for_its_last_blocks_before_the_reader_reaches_them(tmp_pa
 
 
 def test_a_reader_that_never_waits_gets_one_more_block_ahead_per_block_read(tmp_path) -> None:
-    # blocks come at once, the reader takes 10 ms with each: after k blocks read the
-    # window is RAMP_START + k, so block i is not asked for before (i - RAMP_START) // 2
-    # were read (doubling per block read asked for 32 ahead after three)
-    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.0, consume=0.01, window=32)
+    # a remote source (parallel get_many) whose blocks come at once, a reader that takes
+    # 10 ms with each: after k blocks read the window is RAMP_START + k, so block i is not
+    # asked for before (i - RAMP_START) // 2 were read (doubling per block read, as from a
+    # local source, asked for 32 ahead after three)
+    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.0, consume=0.01, window=32, parallel=True)
     early = {i: asked_at[cid] for i, cid in enumerate(leaves) if asked_at[cid] < (i - RAMP_START) // 2}
     assert early == {}
     assert all(asked_at[cid] == 0 for cid in leaves[:RAMP_START])
     assert max(i - asked_at[cid] for i, cid in enumerate(leaves)) > 16  # it did grow
+    # a local source doubles at each block read: block 20 is asked for after a few
+    _, leaves, asked_at = _stream_calls(tmp_path / "local", delay=0.0, consume=0.01, window=32)
+    assert asked_at[leaves[20]] <= 4
 
 
 def test_a_reader_that_waits_doubles_the_window(tmp_path) -> None:
     # each block takes 10 ms to come and the reader waits for every one: the window
     # doubles per wait, so blocks 20 and on are asked for before the reader has used 8
     # (growing by one per block read, block 20 would wait for the 8th)
-    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.01, consume=0.0, window=32)
+    calls, leaves, asked_at = _stream_calls(tmp_path, delay=0.01, consume=0.0, window=32, parallel=True)
     assert min(asked_at[cid] for cid in leaves[20:32]) < 8
     assert all(asked_at[cid] == 0 for cid in leaves[:RAMP_START])
 

@@ -62,8 +62,9 @@ EntryType = Literal["file", "dir", "symlink", "unknown"]
 #: Blocks requested ahead of the reader while streaming (bounded memory: at most about
 #: this many blocks are held, plus the inner nodes on the current path).
 DEFAULT_PREFETCH = 16
-#: A stream's first request asks for this many blocks; the window then grows by one
-#: block per block read, and doubles whenever the reader had to wait, up to ``prefetch``
+#: A stream's first request asks for this many blocks; from a remote source the window
+#: then grows by one block per block read, and doubles whenever the reader had to wait
+#: (from a local one it doubles at each block read), up to ``prefetch``
 #: (see :meth:`UnixFSFile._pieces`): the first bytes come in one round trip, without a
 #: whole window's fetching, hashing and caching competing with the reader for the CPU.
 RAMP_START = 4
@@ -474,6 +475,7 @@ class UnixFSFile:
         pool = _BufferPool() if recycle and hasattr(self.source, "get_into") else None
         tasks: deque[Future[None]] = deque()
         ahead = min(self.prefetch, RAMP_START)
+        remote = self.source.parallel_get_many
         try:
             first = True
             while frontier:
@@ -481,11 +483,13 @@ class UnixFSFile:
                 span = frontier.popleft()
                 stalled = not span.future.done()  # type: ignore[union-attr]
                 node = span.future.result()  # type: ignore[union-attr]
-                # Slow start: one more block ahead per block read, twice as many when the
-                # reader had to wait (the window is shorter than a round trip). Blocks the
-                # reader does not wait for are not fetched early: their fetching would
-                # only take CPU from what it does with the first ones.
-                ahead = min(self.prefetch, 2 * ahead if stalled and not first else ahead + 1)
+                # Slow start from a remote source: one more block ahead per block read,
+                # twice as many when the reader had to wait (the window is shorter than a
+                # round trip). Blocks the reader does not wait for are not fetched early:
+                # fetching them would only take CPU from what it does with the first ones.
+                # A local source doubles at once (nothing to wait for; ~5% faster).
+                grow = (stalled and not first) or not remote
+                ahead = min(self.prefetch, 2 * ahead if grow else ahead + 1)
                 first = False
                 yield from self._expand(node, span.start, lo, hi, frontier, span.depth)
                 if span.buffer is not None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from torch_ipfs.metrics import MetricsCollector
     from torch_ipfs.sources.cache import CachedSource
     from torch_ipfs.sources.gateway import GatewaySource
+    from torch_ipfs.unixfs.reader import UnixFSFile
 
 __all__ = ["Client", "default_client"]
 
@@ -366,9 +367,10 @@ class Client:
             return False
 
     def stream_range(
-        self, address: str | CID | IPFSPath, offset: int, length: int
+        self, address: str | CID | IPFSPath | UnixFSFile, offset: int, length: int
     ) -> Iterator[bytes | memoryview] | None:
-        """The bytes ``[offset, offset + length)`` of a file from **one** CAR request, as
+        """The bytes ``[offset, offset + length)`` of a file (an address, or a
+        :class:`~torch_ipfs.unixfs.reader.UnixFSFile` already open) from **one** CAR request, as
         they arrive (each block verified, and cached for later reads), or None when that
         would not pay: no gateway-only read order (see :meth:`warm_car`), a range under
         :data:`STREAM_MIN_BYTES`, or its first block already cached (reading the cache is
@@ -385,7 +387,10 @@ class Client:
         if route is None or length < STREAM_MIN_BYTES:
             return None
         cache, gateway = route
-        f = self.file(address)
+        from torch_ipfs.unixfs.reader import UnixFSFile
+
+        # a file the caller holds already is not opened again (its root decoded again)
+        f = address if isinstance(address, UnixFSFile) else self.file(address)
         lo = min(offset, f.size)
         hi = min(f.size, lo + length)
         if hi - lo < STREAM_MIN_BYTES:

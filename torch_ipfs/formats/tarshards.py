@@ -534,7 +534,7 @@ class TarShardsLayout(Layout):
         f = self._checked_file(shard)
         # A span nothing has fetched yet comes in one CAR response over a gateway.
         stream_range = getattr(self.client, "stream_range", None)
-        chunks = stream_range(f.cid, offset, length) if stream_range is not None else None
+        chunks = stream_range(f, offset, length) if stream_range is not None else None
         if chunks is None:
             chunks = f.iter_chunks(offset, length)
         where = self._where_cached(shard)

@@ -239,3 +239,16 @@ def test_shard_contents_must_match_the_index(tmp_path):
     assert ds[0][1] == 0
     with pytest.raises(ManifestError, match="999999"):
         ds[1]
+
+
+_NAMES = ["a.b", "000000.png", "é/ü.cls", "k" * 96 + ".bin", "x" * 100, "y" * 101, "ü" * 50 + ".x"]
+
+
+@pytest.mark.parametrize("name", _NAMES)
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 2361, 123_456_789, 8**11 - 1, 8**11])
+def test_headers_are_the_bytes_tarfile_writes(name, size):
+    # The short-name header is built by hand; it must equal tarfile's GNU header byte for
+    # byte (a long name or a size past 11 octal digits goes through tarfile itself).
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o644, "", ""
+    assert tar._header(name, size) == info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8")

@@ -93,7 +93,27 @@ def member_size(name: str, size: int) -> int:
     return long_name + BLOCK + _padded(size)
 
 
+# The fixed parts of every header written here (GNU format, regular file, mode 0644,
+# uid/gid/mtime 0, no user or group names, no device numbers). Spelled out rather than
+# left to ``tarfile`` so a shard's bytes (and so its CID) do not depend on the running
+# Python: ``tarfile`` has changed how it writes the device fields between releases.
+_HEADER_MODE_IDS = b"0000644\x000000000\x000000000\x00"
+_HEADER_MTIME = b"00000000000\x00"
+_HEADER_TAIL = b"0" + bytes(100) + b"ustar  \x00" + bytes(64 + 16 + 155 + 12)
+_HEADER_TAIL_SUM = sum(_HEADER_TAIL) + 8 * 0x20  # the checksum field counts as 8 spaces
+_MAX_OCTAL_SIZE = 8**11  # 11 octal digits; larger sizes take GNU's base-256 form
+
+
 def _header(name: str, size: int) -> bytes:
+    raw = name.encode("utf-8")
+    if len(raw) > tarfile.LENGTH_NAME or size >= _MAX_OCTAL_SIZE:
+        return _tarfile_header(name, size)  # a GNU long-name record or a base-256 size
+    head = raw.ljust(tarfile.LENGTH_NAME, b"\0") + _HEADER_MODE_IDS + b"%011o\x00" % size + _HEADER_MTIME
+    checksum = _HEADER_TAIL_SUM + sum(head)
+    return head + b"%06o\x00 " % checksum + _HEADER_TAIL
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0

@@ -52,6 +52,8 @@ from torch_ipfs.formats.shardindex import encode_index
 from torch_ipfs.formats.shardtable import ShardFile, encode_table
 from torch_ipfs.formats.tarshards import SHARDS_DIR
 from torch_ipfs.sources.base import BlockStore
+from torch_ipfs.sources.local import LocalStore
+from torch_ipfs.sources.writebehind import WriteBehind
 from torch_ipfs.unixfs import hamt
 from torch_ipfs.unixfs.builder import Built, DagWriter
 from torch_ipfs.unixfs.importer import ImportOptions, import_bytes, import_file
@@ -226,7 +228,17 @@ def directory_node(writer: DagWriter, options: ImportOptions, children: list[tup
     return Built(cid, tsize)
 
 
-def _write_dag(
+def _write_dag(dataset: Any, store: BlockStore, **build: Any) -> ExportResult:
+    """Build the export in ``store``; every block is in it when this returns."""
+    if not isinstance(store, LocalStore):
+        return _build_dag(dataset, store, **build)
+    # A file per block, and making a file can cost more than hashing its block: the
+    # files are made on other threads while the next shard is built (WriteBehind).
+    with WriteBehind(store) as deferred:
+        return _build_dag(dataset, deferred, **build)
+
+
+def _build_dag(
     dataset: Any,
     store: BlockStore,
     *,
@@ -465,7 +477,6 @@ def export_dataset(
         return result
     # Kubo and CAR: build in a scratch store (bounded memory), then ship the DAG in DFS order.
     from torch_ipfs.car import export_car
-    from torch_ipfs.sources.local import LocalStore
 
     with tempfile.TemporaryDirectory(prefix="torch-ipfs-export-") as scratch:
         store = LocalStore(Path(scratch) / "store")

@@ -2,9 +2,10 @@
 ``torch_ipfs.serve`` behind a recording (and, where asked, corrupting) proxy.
 
 What is counted is what a 50 ms link pays for: requests made one after the other. Opening
-is one round trip (two parallel CAR requests: ``manifest.json`` and the shard table); the
-indexes and root nodes of the shards follow in one background batch; a shard span then
-needs only its leaves. Every block is still verified: a corrupted CAR is rejected block by
+is one round trip of parallel CAR requests: ``manifest.json``, the shard table, the index
+directory and the root nodes of the first shards (by the exporter's names); nothing is
+left for a background batch, so a DataLoader's fork has nothing to wait for; a shard span
+then needs only its leaves. Every block is still verified: a corrupted CAR is rejected block by
 block and the read falls back to single blocks, a gateway that corrupts everything fails
 loudly, and every sample arrives exactly once.
 """
@@ -69,29 +70,27 @@ def test_open_is_one_round_trip_then_one_batch_then_each_span_its_leaves(tmp_pat
     store, result = exported
     root = str(result.cid)
     ds = IPFSIterableDataset(f"ipfs://{root}", client=_client(tmp_path, proxy), decode="tensor")
-    # opening: the manifest and the shard table, one CAR each, sent together
+    # opening: one CAR each for the manifest, the shard table, the index directory and
+    # the root nodes of the first 8 shards (16 connections, 2 blocks per shard), all sent
+    # together; this root has 3 shards, so 5 of those are answered 404
     opened = list(proxy.requests)
-    assert sorted(opened) == [
+    assert sorted(opened) == sorted([
         f"/ipfs/{root}/manifest.json?format=car&dag-scope=entity",
         f"/ipfs/{root}/shard-table.bin?format=car&dag-scope=entity",
-    ]
-    # then one background batch: each shard's index (and the root node of tars over
-    # 2 MiB; these are smaller, so a "root" could be all their data: not fetched)
-    assert ds.layout.warming.result(timeout=30) == len(result.shard_cids)
-    warmed = proxy.requests[len(opened) :]
-    table = ds.layout.table
-    entries = [table.file_entry(f) for f in range(len(table.files))]
-    assert sorted(warmed) == sorted(
-        f"/ipfs/{e.index_cid}?format=raw" for e in entries
-    )
-    # the first span: its root node and leaves, no index, nothing twice
+        f"/ipfs/{root}/index?format=car&dag-scope=all",
+        *(f"/ipfs/{root}/shards/shard-{i:06d}.tar?format=car&dag-scope=block" for i in range(8)),
+    ])  # fmt: skip
+    # every index and tar root came with it: no background batch (a fork waits for none)
+    assert ds.layout.warming is None
+    assert len(proxy.requests) == len(opened)
+    # the first span: its leaves only (no index, no root node), nothing twice
     before = len(proxy.requests)
     first = next(iter(DataLoader(ds, batch_size=PER_SHARD)))
     span = proxy.requests[before:]
     shard0 = result.shard_cids[0]
-    leaves = {str(c) for c, _ in walk_dfs(store, shard0)}  # with the root node
+    leaves = {str(c) for c, _ in walk_dfs(store, shard0)} - {str(shard0)}
     fetched = [p.split("?")[0].rsplit("/", 1)[1] for p in span if "format=raw" in p]
-    # the root and every leaf but the last (only the tar's end-of-archive blocks), once each
+    # every leaf but the last (only the tar's end-of-archive blocks), once each
     assert len(set(fetched)) == len(fetched) >= len(leaves) - 1 and set(fetched) <= leaves
     assert all(_query(p) == "format=raw" or "entity-bytes" in p for p in span)
     assert torch.equal(first[0], torch.stack([image for image, _ in _images()[:PER_SHARD]]))
@@ -104,9 +103,9 @@ def test_whole_pass_with_workers_every_sample_once_and_no_request_twice(tmp_path
     assert got == EXPECTED
     repeated = {p: n for p, n in Counter(proxy.requests).items() if n > 1}
     assert repeated == {}  # single flight across the main process and both workers
-    # bounded: the open's 2 CARs, one CAR per prefetched span, the rest single blocks
+    # bounded: the open's 11 CARs, one CAR per prefetched span, the rest single blocks
     cars = [p for p in proxy.requests if "format=car" in p]
-    assert len(cars) <= 2 + len(result.shard_cids)
+    assert len(cars) <= 11 + len(result.shard_cids)
 
 
 def test_a_corrupted_car_is_rejected_and_the_read_falls_back_to_verified_blocks(tmp_path, exported, proxy):
@@ -167,16 +166,44 @@ def test_a_car_request_stops_reading_at_its_byte_cap(tmp_path, exported, proxy):
 
 
 def test_the_opening_batch_is_one_round_trip_of_the_gateway_connections(tmp_path):
-    # 20 shards, 2 blocks each to warm (index, tar root) and 16 connections: the open
-    # warms the first 8 files only (a fork waits for this batch; a second round of
-    # requests would delay every worker); the rest are fetched as their shards come up.
+    # 20 shards and 16 connections: the open's one round of requests (manifest, table,
+    # index directory and the root nodes of the first 8 shards: 11 requests) brings all
+    # the warm-up wants, so nothing is left to fetch in a second round (a fork would wait
+    # for it, delaying every worker); the rest are fetched as their shards come up.
     store, result = export_small_images(40, 2, seed=3, classes=5)
-    with running_gateway(store) as server:
-        client = Client(home=tmp_path / "home", api="", gateways=[server.url], retry_budget=0)
+    with running_gateway(store) as server, FaultProxy(server.url) as proxy:
+        client = Client(home=tmp_path / "home", api="", gateways=[proxy.url], retry_budget=0)
         assert client.fetch_width == 16
         ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
         assert len(ds.layout.table.files) == 20
-        # indexes only: a tar under 2 MiB has no root node to warm
-        assert ds.layout.warming.result(timeout=30) == 8
+        assert len(proxy.requests) == 11 and ds.layout.warming is None
         got = _pixels(list(DataLoader(ds, batch_size=8, num_workers=2)))
     assert got == sorted((label, image.numpy().tobytes()) for image, label in small_images(40, 3, 5))
+
+
+def test_the_opens_index_directory_request_is_capped(tmp_path):
+    # A hostile root whose "index" directory holds 12 MiB: the open's speculative request
+    # for it stops after WARM_INDEX_BYTES (4 MiB), and the dataset opens as usual (its
+    # indexes are the ones its shard table names, fetched when needed).
+    import os
+
+    from dagbuild import directory
+
+    from torch_ipfs.formats.detect import WARM_INDEX_BYTES
+    from torch_ipfs.unixfs.importer import import_bytes
+    from torch_ipfs.unixfs.reader import ls
+
+    store, result = export_small_images(16, 8, seed=5, classes=3)
+    big = import_bytes(os.urandom(12 * 1024 * 1024), store)
+    entries = {e.name: e.cid for e in ls(store, result.cid, resolve_types=False)}
+    entries["index"] = directory(store, {"big.bin": big.cid})
+    root = directory(store, entries)
+    leaves = {c for c, _ in walk_dfs(store, big.cid)} - {big.cid}
+    with running_gateway(store) as server:
+        client = Client(home=tmp_path / "home", api="", gateways=[server.url], retry_budget=0)
+        ds = IPFSIterableDataset(f"ipfs://{root}", client=client, decode="tensor")
+        cache = client.source.sources[-1]
+        cached = sum(cache.holds(c) for c in leaves)
+        assert 0 < cached <= WARM_INDEX_BYTES // (256 * 1024) + 1
+        got = _pixels(list(DataLoader(ds, batch_size=4)))
+    assert got == sorted((label, image.numpy().tobytes()) for image, label in small_images(16, 5, 3))

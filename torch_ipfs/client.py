@@ -38,6 +38,7 @@ from torch_ipfs.sources.chain import SourceChain
 from torch_ipfs.stoppable import put_until_stopped
 
 if TYPE_CHECKING:
+    from torch_ipfs.carverify import Scope
     from torch_ipfs.metrics import MetricsCollector
     from torch_ipfs.sources.cache import CachedSource
     from torch_ipfs.sources.gateway import GatewaySource
@@ -264,7 +265,13 @@ class Client:
         once, in the main process, while the workers start."""
         if not self._remote or self._custom_sources is not None or not cids:
             return None
-        wanted = list(dict.fromkeys(cids))
+        route = self._car_route()
+        held = route[0].holds if route is not None else (lambda cid: False)
+        # blocks the open's first round trip brought are not fetched again (and a fork
+        # then has no job to wait for)
+        wanted = [cid for cid in dict.fromkeys(cids) if not held(cid)]
+        if not wanted:
+            return None
 
         def job() -> int:
             return sum(1 for _ in self.source.get_many(wanted))
@@ -316,11 +323,13 @@ class Client:
         *,
         entity_bytes: tuple[int, int | None] | None = None,
         max_bytes: int | None = None,
+        scope: Scope = "entity",
     ) -> bool:
         """Fetch the blocks of ``/ipfs/root/path`` (``dag-scope=entity``: the path's
-        blocks, then the file, or only the part covering ``entity_bytes``, inclusive)
-        into the verified cache with **one** CAR request, each block checked by the CAR
-        verifier against our own walk of the DAG as it arrives.
+        blocks, then the file, or only the part covering ``entity_bytes``, inclusive;
+        ``scope="block"``: the path's blocks and the target's own block only) into the
+        verified cache with **one** CAR request, each block checked by the CAR verifier
+        against our own walk of the DAG as it arrives.
 
         Purely an optimisation, so it never raises: True when every block of the request
         is now cached; False when there is no gateway-only read order, the gateway does
@@ -335,11 +344,11 @@ class Client:
             return False
         cache, gateway = route
         cid = CID.decode(root)
-        key = f"car {cid}/{path} entity {entity_bytes}"
+        key = f"car {cid}/{path} {scope} {entity_bytes}"
 
         def blocks() -> Iterator[tuple[CID, bytes]]:
             return gateway.fetch_car(
-                cid, path, dag_scope="entity", entity_bytes=entity_bytes, fallback=False
+                cid, path, dag_scope=scope, entity_bytes=entity_bytes, fallback=False
             )
 
         def cached() -> bool:
@@ -349,7 +358,7 @@ class Client:
             from torch_ipfs.unixfs.walk import CarWalk
 
             segments = tuple(s for s in path.split("/") if s)
-            walk = CarWalk(cid, segments, scope="entity", entity_bytes=entity_bytes)
+            walk = CarWalk(cid, segments, scope=scope, entity_bytes=entity_bytes)
             try:
                 while (want := walk.next_cid()) is not None:
                     block = cache.peek(want)
@@ -400,19 +409,34 @@ class Client:
             return None
         return _RangeStream(cache, gateway, self.source).read(f.cid, lo, hi)
 
-    def warm_paths(self, root: CID | str, paths: Sequence[str], *, max_bytes: int | None = None) -> int:
+    def warm_paths(
+        self,
+        root: CID | str,
+        paths: Sequence[str],
+        *,
+        max_bytes: int | None = None,
+        more: Sequence[tuple[str, Scope, int | None]] = (),
+    ) -> int:
         """:meth:`warm_car` for several paths below ``root`` at once, in parallel (one
-        round trip for all of them); returns how many were fetched. Paths the gateway
-        does not have cost nothing but their parallel request."""
-        if self._car_route() is None or not paths:
+        round trip for all of them), each capped at ``max_bytes``; ``more`` adds requests
+        of another scope and cap, as ``(path, scope, max_bytes)``. Returns how many
+        requests delivered all they asked for. Paths the gateway does not have cost
+        nothing but their parallel request."""
+        requests: list[tuple[str, Scope, int | None]] = [(p, "entity", max_bytes) for p in paths]
+        requests += more
+        if self._car_route() is None or not requests:
             return 0
-        if len(paths) == 1:
-            return int(self.warm_car(root, paths[0], max_bytes=max_bytes))
+
+        def warm(request: tuple[str, Scope, int | None]) -> bool:
+            path, scope, cap = request
+            return self.warm_car(root, path, max_bytes=cap, scope=scope)
+
+        if len(requests) == 1:
+            return int(warm(requests[0]))
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(len(paths), thread_name_prefix="torch-ipfs-open") as pool:
-            done = list(pool.map(lambda p: self.warm_car(root, p, max_bytes=max_bytes), paths))
-        return sum(done)
+        with ThreadPoolExecutor(len(requests), thread_name_prefix="torch-ipfs-open") as pool:
+            return sum(pool.map(warm, requests))
 
     def cat(self, address: str | CID | IPFSPath, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes of a file (or a byte range of it), every block verified."""

@@ -277,7 +277,7 @@ def _build_dag(
             if manifest_version == 2:
                 index_bytes = encode_index(index.keys, index.offsets)
                 index_added = import_bytes(index_bytes, store, import_options)
-                indexes.append((index_name(len(indexes)), _built(index_added)))
+                indexes.append((tarshards.index_name(len(indexes)), _built(index_added)))
                 files.append(ShardFile(added.cid, index_added.cid, added.filesize or 0, len(index),
                                        len(index_bytes), hashlib.sha256(index_bytes).digest()))  # fmt: skip
             log.info("shard %s: %s (%d bytes)", shard_name, added.cid, added.filesize)
@@ -328,11 +328,6 @@ def _build_dag(
 
 def _built(added: Any) -> Built:
     return Built(added.cid, added.size, added.filesize)
-
-
-def index_name(index: int) -> str:
-    """File name of shard ``index``'s index file: ``shard-000000.idx``."""
-    return f"shard-{index:06d}.idx"
 
 
 def _class_names(dataset: Any) -> list[str] | None:

@@ -24,17 +24,26 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch_ipfs.cid import CID, DAG_PB, IPFSPath, parse_address
 from torch_ipfs.errors import InvalidCIDError, ManifestError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema, child, extension_of
 from torch_ipfs.formats.manifest import MAX_MANIFEST_BYTES, load_json
 
+if TYPE_CHECKING:
+    from torch_ipfs.carverify import Scope
+
 __all__ = ["LAYOUTS", "ConcatLayout", "IPFSObject", "RemoteFileType", "open_layout"]
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.txt"
+#: Bytes of the index directory an open over a gateway fetches in its first round trip
+#: (the first shards' indexes, for the workers that start right after).
+WARM_INDEX_BYTES = 4 * 1024 * 1024
+#: Cap of each request for a shard's root node in that round trip (the path's blocks
+#: and the node; a one-block tar comes whole when it fits).
+WARM_ROOT_BYTES = 2 * 1024 * 1024
 LAYOUTS = ("tarshards", "zip", "folder", "plain", "cidlist", "embedded", "multimodal", "shardedjson")
 
 
@@ -141,15 +150,23 @@ class _Detector:
 
     def _warm_manifest(self) -> None:
         """Over a gateway, fetch ``manifest.json`` and a v2 root's shard table with one
-        CAR request each, both at once (each also carries the root directory's block):
+        CAR request each, all at once (each also carries the root directory's block):
         detection and the layout's open then read them from the verified cache, one
-        round trip in all instead of one per block. A root that has neither costs those
-        two parallel requests (each answered 404), nothing else. The table's bytes are
+        round trip in all instead of one per block. In the same round trip go what the
+        open's warm-up (``PackedTarShardsLayout.warm_files``) would otherwise fetch in a
+        second one, which a DataLoader's fork waits for: the index directory (its first
+        :data:`WARM_INDEX_BYTES`) and the root nodes of the first shards, by the
+        exporter's names. A root that has none of these costs those parallel requests
+        (each answered 404), nothing else. The manifest's and the table's bytes are
         capped like a manifest's."""
         # imported here: tarshards pulls in numpy, which the CLI's start-up must not
-        from torch_ipfs.formats.tarshards import TABLE_NAME
+        from torch_ipfs.formats.tarshards import INDEX_DIR, TABLE_NAME, PackedTarShardsLayout, first_tar_paths
 
-        self.client.get().warm_paths(self.root.cid, [MANIFEST, TABLE_NAME], max_bytes=MAX_MANIFEST_BYTES)
+        client = self.client.get()
+        tars = first_tar_paths(PackedTarShardsLayout.files_to_warm(client))
+        more: list[tuple[str, Scope, int | None]] = [(INDEX_DIR, "all", WARM_INDEX_BYTES)]
+        more += [(path, "block", WARM_ROOT_BYTES) for path in tars]
+        client.warm_paths(self.root.cid, [MANIFEST, TABLE_NAME], max_bytes=MAX_MANIFEST_BYTES, more=more)
 
     def _cat(self, ref: IPFSPath) -> bytes:
         f = self.client.get().file(ref)

@@ -86,6 +86,20 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}.tar"
 
 
+def index_name(index: int) -> str:
+    """File name of shard ``index``'s index file (v2): ``shard-000000.idx``."""
+    return f"shard-{index:06d}.idx"
+
+
+def first_tar_paths(files: int) -> list[str]:
+    """The paths the exporter gives a root's first ``files`` tar files
+    (``shards/shard-000000.tar``, ...): what an open over a gateway asks for in its first
+    round trip, before the shard table says which files there are (a composed root's
+    files are elsewhere: those requests find nothing, and the files are fetched once the
+    table names them)."""
+    return [f"{SHARDS_DIR}/{shard_name(i)}" for i in range(files)]
+
+
 # -- writing the manifest ------------------------------------------------------------------
 
 
@@ -612,7 +626,7 @@ class PackedTarShardsLayout(TarShardsLayout):
         once): a fork waits for this batch, so a second round would delay every worker."""
         table = self.table
         cids: list[CID] = []
-        files = min(len(table.files), self.warm_files, max(1, getattr(self.client, "fetch_width", 0) // 2))
+        files = min(len(table.files), self.files_to_warm(self.client))
         for file in range(files):
             entry = table.file_entry(file)
             if entry.index_bytes <= 1024 * 1024:
@@ -622,6 +636,12 @@ class PackedTarShardsLayout(TarShardsLayout):
         prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
         #: the future of that background fetch (None locally), e.g. to wait for it
         self.warming: Future[int] | None = prefetch_blocks(cids) if prefetch_blocks is not None else None
+
+    @classmethod
+    def files_to_warm(cls, client: Any) -> int:
+        """How many files' index and root node the open warms: :attr:`warm_files`, and no
+        more than one parallel round of the client's fetches (two blocks per file)."""
+        return min(cls.warm_files, max(1, getattr(client, "fetch_width", 0) // 2))
 
     @classmethod
     def from_manifest_v2(

@@ -536,8 +536,10 @@ class GatewaySource(BlockSource):
             except _DEFINITIVE + (SourceError,) as e:
                 self._failed(gw, e)
                 errors.append((gw.url, e))
-                log.warning("CAR of /ipfs/%s/%s from %s failed after %d blocks: %s",
-                            root, path, gw.url, verifier.count if verifier else 0, e)
+                # a 404 is an answer (the caller raises it or falls back), not trouble to report
+                level = logging.DEBUG if isinstance(e, BlockNotFoundError) else logging.WARNING
+                log.log(level, "CAR of /ipfs/%s/%s from %s failed after %d blocks: %s",
+                        root, path, gw.url, verifier.count if verifier else 0, e)
                 if not fallback and verifier is not None and verifier.count:
                     raise self._failure(root, errors) from e
         root_missing = bool(errors) and all(isinstance(e, BlockNotFoundError) for _, e in errors)

@@ -96,6 +96,17 @@ def test_open_is_one_round_trip_then_one_batch_then_each_span_its_leaves(tmp_pat
     assert torch.equal(first[0], torch.stack([image for image, _ in _images()[:PER_SHARD]]))
 
 
+def test_a_second_open_with_a_warm_cache_sends_nothing(tmp_path, exported, proxy):
+    # the open's requests by the exporter's names include shards this root lacks: a
+    # second open knows that from the cached root (verified), and asks for nothing
+    _, result = exported
+    IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
+    assert sum("shards/shard-000007.tar" in p for p in proxy.requests) == 1  # a 404 the first time
+    before = len(proxy.requests)
+    ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
+    assert proxy.requests[before:] == [] and ds.layout.warming is None
+
+
 def test_whole_pass_with_workers_every_sample_once_and_no_request_twice(tmp_path, exported, proxy):
     _, result = exported
     ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from torch_ipfs import config
 from torch_ipfs.cid import CID, IPFSPath, parse_address
 from torch_ipfs.config import Settings, parse_size
-from torch_ipfs.errors import IPFSError, UnixFSFormatError, UnsafePathError
+from torch_ipfs.errors import IPFSError, PathNotFoundError, UnixFSFormatError, UnsafePathError
 from torch_ipfs.sources.base import BlockSource
 from torch_ipfs.sources.chain import SourceChain
 from torch_ipfs.stoppable import put_until_stopped
@@ -332,7 +332,8 @@ class Client:
         against our own walk of the DAG as it arrives.
 
         Purely an optimisation, so it never raises: True when every block of the request
-        is now cached; False when there is no gateway-only read order, the gateway does
+        is now cached (or a cached directory on the path shows the name is not there: the
+        request is then not made); False when there is no gateway-only read order, the gateway does
         not have the path, the response failed (a bad block marks the gateway unhealthy,
         as any read does) or was longer than ``max_bytes`` (reading stops there). The
         reads that follow fetch what is missing block by block, with the sources'
@@ -365,7 +366,9 @@ class Client:
                     if block is None:
                         return False
                     walk.accept(want, block)
-            except IPFSError:  # e.g. the path is not there: the request will say so
+            except PathNotFoundError:
+                return True  # a cached (verified) directory lacks the name: the answer is a 404
+            except IPFSError:  # e.g. a block that is not what it should be: the request will say
                 return False
             return True
 

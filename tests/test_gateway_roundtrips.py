@@ -2,10 +2,10 @@
 ``torch_ipfs.serve`` behind a recording (and, where asked, corrupting) proxy.
 
 What is counted is what a 50 ms link pays for: requests made one after the other. Opening
-is one round trip of parallel CAR requests: ``manifest.json``, the shard table, the index
-directory and the root nodes of the first shards (by the exporter's names); nothing is
-left for a background batch, so a DataLoader's fork has nothing to wait for; a shard span
-then needs only its leaves. Every block is still verified: a corrupted CAR is rejected block by
+is one round trip of three parallel CAR requests: ``manifest.json``, the shard table and
+the index directory (by the exporter's name); nothing is left for a background batch, so
+a DataLoader's fork has nothing to wait for; a shard span then needs its root node and
+leaves (a streamed span brings its root node in the stream). Every block is still verified: a corrupted CAR is rejected block by
 block and the read falls back to single blocks, a gateway that corrupts everything fails
 loudly, and every sample arrives exactly once.
 """
@@ -70,39 +70,39 @@ def test_open_is_one_round_trip_then_one_batch_then_each_span_its_leaves(tmp_pat
     store, result = exported
     root = str(result.cid)
     ds = IPFSIterableDataset(f"ipfs://{root}", client=_client(tmp_path, proxy), decode="tensor")
-    # opening: one CAR each for the manifest, the shard table, the index directory and
-    # the root nodes of the first 8 shards (16 connections, 2 blocks per shard), all sent
-    # together; this root has 3 shards, so 5 of those are answered 404
+    # opening: one CAR each for the manifest, the shard table and the index directory,
+    # all sent together
     opened = list(proxy.requests)
-    assert sorted(opened) == sorted([
+    assert sorted(opened) == [
+        f"/ipfs/{root}/index?format=car&dag-scope=all",
         f"/ipfs/{root}/manifest.json?format=car&dag-scope=entity",
         f"/ipfs/{root}/shard-table.bin?format=car&dag-scope=entity",
-        f"/ipfs/{root}/index?format=car&dag-scope=all",
-        *(f"/ipfs/{root}/shards/shard-{i:06d}.tar?format=car&dag-scope=block" for i in range(8)),
-    ])  # fmt: skip
-    # every index and tar root came with it: no background batch (a fork waits for none)
+    ]
+    # every index came with it: no background batch (a fork waits for none)
     assert ds.layout.warming is None
     assert len(proxy.requests) == len(opened)
-    # the first span: its leaves only (no index, no root node), nothing twice
+    # the first span: its root node and leaves, no index, nothing twice
     before = len(proxy.requests)
     first = next(iter(DataLoader(ds, batch_size=PER_SHARD)))
     span = proxy.requests[before:]
     shard0 = result.shard_cids[0]
-    leaves = {str(c) for c, _ in walk_dfs(store, shard0)} - {str(shard0)}
+    leaves = {str(c) for c, _ in walk_dfs(store, shard0)}  # with the root node
     fetched = [p.split("?")[0].rsplit("/", 1)[1] for p in span if "format=raw" in p]
-    # every leaf but the last (only the tar's end-of-archive blocks), once each
+    # the root and every leaf but the last (only the tar's end-of-archive blocks), once each
     assert len(set(fetched)) == len(fetched) >= len(leaves) - 1 and set(fetched) <= leaves
     assert all(_query(p) == "format=raw" or "entity-bytes" in p for p in span)
     assert torch.equal(first[0], torch.stack([image for image, _ in _images()[:PER_SHARD]]))
 
 
 def test_a_second_open_with_a_warm_cache_sends_nothing(tmp_path, exported, proxy):
-    # the open's requests by the exporter's names include shards this root lacks: a
-    # second open knows that from the cached root (verified), and asks for nothing
+    # every request of the open finds its blocks in the cache (walked there, verified),
+    # and a path the cached root lacks is known to be absent: nothing is asked
     _, result = exported
-    IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
-    assert sum("shards/shard-000007.tar" in p for p in proxy.requests) == 1  # a 404 the first time
+    client = _client(tmp_path, proxy)
+    assert client.warm_car(result.cid, "no-such-file") is False  # a 404 the first time
+    IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
     before = len(proxy.requests)
+    assert client.warm_car(result.cid, "no-such-file") is True  # the cached root lacks it
     ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path, proxy), decode="tensor")
     assert proxy.requests[before:] == [] and ds.layout.warming is None
 
@@ -114,9 +114,9 @@ def test_whole_pass_with_workers_every_sample_once_and_no_request_twice(tmp_path
     assert got == EXPECTED
     repeated = {p: n for p, n in Counter(proxy.requests).items() if n > 1}
     assert repeated == {}  # single flight across the main process and both workers
-    # bounded: the open's 11 CARs, one CAR per prefetched span, the rest single blocks
+    # bounded: the open's 3 CARs, one CAR per prefetched span, the rest single blocks
     cars = [p for p in proxy.requests if "format=car" in p]
-    assert len(cars) <= 11 + len(result.shard_cids)
+    assert len(cars) <= 3 + len(result.shard_cids)
 
 
 def test_a_corrupted_car_is_rejected_and_the_read_falls_back_to_verified_blocks(tmp_path, exported, proxy):
@@ -178,16 +178,16 @@ def test_a_car_request_stops_reading_at_its_byte_cap(tmp_path, exported, proxy):
 
 def test_the_opening_batch_is_one_round_trip_of_the_gateway_connections(tmp_path):
     # 20 shards and 16 connections: the open's one round of requests (manifest, table,
-    # index directory and the root nodes of the first 8 shards: 11 requests) brings all
-    # the warm-up wants, so nothing is left to fetch in a second round (a fork would wait
-    # for it, delaying every worker); the rest are fetched as their shards come up.
+    # index directory) brings all the warm-up of a streaming dataset wants, so nothing is
+    # left to fetch in a second round (a fork would wait for it, delaying every worker).
+    # A map-style dataset also warms the root nodes of tars over 2 MiB (none here).
     store, result = export_small_images(40, 2, seed=3, classes=5)
     with running_gateway(store) as server, FaultProxy(server.url) as proxy:
         client = Client(home=tmp_path / "home", api="", gateways=[proxy.url], retry_budget=0)
         assert client.fetch_width == 16
         ds = IPFSIterableDataset(f"ipfs://{result.cid}", client=client, decode="tensor")
         assert len(ds.layout.table.files) == 20
-        assert len(proxy.requests) == 11 and ds.layout.warming is None
+        assert len(proxy.requests) == 3 and ds.layout.warming is None
         got = _pixels(list(DataLoader(ds, batch_size=8, num_workers=2)))
     assert got == sorted((label, image.numpy().tobytes()) for image, label in small_images(40, 3, 5))
 

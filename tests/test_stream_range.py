@@ -190,9 +190,48 @@ def test_each_readers_first_span_is_one_car_request(tmp_path, exported, monkeypa
     got = sorted(zip(labels, [i.numpy().tobytes() for i in images], strict=True))
     assert got == sorted((label, image.numpy().tobytes()) for image, label in expected)
     # each shard came in one CAR response: the readers' first spans streamed, the others
-    # prefetched while the span before them was read; no leaf was asked for alone
+    # prefetched while the span before them was read; no leaf was asked for alone, nor a
+    # shard's root node (the stream starts without it: it is the response's first block)
     shards = [str(c) for c in result.shard_cids]
     assert sorted(r.split("?")[0].rsplit("/", 1)[1] for r in streamed) == sorted(shards)
-    leaves = {str(c) for shard in result.shard_cids for c, _ in walk_dfs(store, shard)} - set(shards)
-    alone = [r for r in proxy.requests if "format=raw" in r and r.split("?")[0].rsplit("/", 1)[1] in leaves]
-    assert leaves and alone == []
+    blocks = {str(c) for shard in result.shard_cids for c, _ in walk_dfs(store, shard)}
+    alone = [r for r in proxy.requests if "format=raw" in r and r.split("?")[0].rsplit("/", 1)[1] in blocks]
+    assert blocks - set(shards) and alone == []
+
+
+def test_a_streamed_shard_of_another_size_than_the_table_says_fails_before_any_sample(
+    tmp_path, exported, monkeypatch
+) -> None:
+    # The stream starts without the shard's root node, so the table's size is checked
+    # once the root has come with it: a table that lies about shard 0 fails the read
+    # with a ManifestError, and no sample of that shard reaches the loop.
+    from torch_ipfs.errors import ManifestError
+    from torch_ipfs.formats import tarshards
+    from torch_ipfs.formats.shardtable import ShardFile, ShardTable, encode_table
+
+    store, result = exported
+    monkeypatch.setattr(client_module, "STREAM_MIN_BYTES", 1)
+    writer = Client(home=tmp_path / "writer", api="", gateways=[])
+    for cid, block in ((c, store.get(c)) for c in {c for c, _ in walk_dfs(store, result.cid)}):
+        writer.store.put(cid, block)
+    table = ShardTable(writer.cat(f"{result.cid}/shard-table.bin"), "t")
+    entries = [table.file_entry(i) for i in range(len(table.files))]
+    e0 = entries[0]
+    entries[0] = ShardFile(e0.tar_cid, e0.index_cid, e0.tar_bytes + 512, e0.samples, e0.index_bytes,
+                           e0.index_sha256)  # fmt: skip
+    lying = encode_table(entries, [(i, 0, e.samples) for i, e in enumerate(entries)])
+    fields = {f["name"]: f["type"] for f in result.manifest["fields"]}
+    manifest = tarshards.build_manifest_v2(writer.add(lying), lying, SAMPLES, len(entries), fields=fields,
+                                           structure=result.manifest["structure"])  # fmt: skip
+    folder = tmp_path / "root"
+    folder.mkdir()
+    (folder / "manifest.json").write_bytes(tarshards.encode_manifest(manifest))
+    root = writer.add(folder)
+    with running_gateway(writer.store) as server:
+        client = Client(home=tmp_path / "home", api="", gateways=[server.url], retry_budget=0)
+        ds = IPFSIterableDataset(f"ipfs://{root}", client=client, decode="tensor")
+        got = []
+        with pytest.raises(ManifestError, match=f"the manifest says {e0.tar_bytes + 512} bytes"):
+            for sample in ds:
+                got.append(sample)
+    assert got == []  # shard 0 is the first read: nothing came before the error

@@ -379,7 +379,7 @@ class Client:
             return False
 
     def stream_range(
-        self, address: str | CID | IPFSPath | UnixFSFile, offset: int, length: int
+        self, address: str | CID | IPFSPath | UnixFSFile, offset: int, length: int, *, size: int | None = None
     ) -> Iterator[bytes | memoryview] | None:
         """The bytes ``[offset, offset + length)`` of a file (an address, or a
         :class:`~torch_ipfs.unixfs.reader.UnixFSFile` already open) from **one** CAR request, as
@@ -394,11 +394,24 @@ class Client:
         fails midway, the rest comes block by block with the sources' retries
         (``GatewaySource.fetch_car``); what cannot be had raises. A fork stops the thread
         first (it holds a connection); the reader then goes on block by block.
+
+        Given a CID whose root block is held nowhere here and the file's ``size`` (a
+        shard table's), the root is not fetched first: it comes as the stream's first
+        block, one round trip less. The range is clamped to ``size``; the walk checks the
+        real DAG (a caller that trusts ``size`` for more should compare it with the file's
+        once the stream has begun: the root is cached then).
         """
         route = self._car_route()
         if route is None or length < STREAM_MIN_BYTES:
             return None
         cache, gateway = route
+        held = isinstance(address, CID) and (cache.holds(address) or self.store.has(address))
+        if size is not None and isinstance(address, CID) and not held:
+            lo = min(offset, size)
+            hi = min(size, lo + length)
+            if hi - lo < STREAM_MIN_BYTES:
+                return None
+            return _RangeStream(cache, gateway, self.source).read(address, lo, hi)
         from torch_ipfs.unixfs.reader import UnixFSFile
 
         # a file the caller holds already is not opened again (its root decoded again)

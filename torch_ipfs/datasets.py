@@ -64,6 +64,8 @@ class _SampleReader:
     """What both dataset kinds share: the layout, decoding, assembly, transforms, errors."""
 
     _repr_indent = 4
+    #: True for map-style datasets: the open also warms the first shards' root nodes
+    _random_access = False
 
     def __init__(
         self,
@@ -97,6 +99,9 @@ class _SampleReader:
             raise TypeError(f"fields must be a sequence of field names, e.g. ({fields!r},), not a string")
         self.decoder = Decoder(decode, allow_pickle=allow_pickle, sample_rate=sample_rate)
         self.layout: Layout = open_layout(root, ClientHandle(client), layout=layout)
+        warm_roots = getattr(self.layout, "warm_first_roots", None)
+        if self._random_access and warm_roots is not None:
+            warm_roots()  # random reads need the shards' root nodes; a stream brings its own
         #: samples skipped (``on_error="skip"``/``"warn"``) in this process
         self.skipped = 0
 
@@ -280,6 +285,8 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
     Subclasses may override ``__getitem__``; :meth:`read_raw` and :meth:`decode_sample`
     are the two steps of the default one.
     """
+
+    _random_access = True
 
     def __len__(self) -> int:
         return len(self.layout)

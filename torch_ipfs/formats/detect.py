@@ -41,9 +41,6 @@ METADATA = "metadata.txt"
 #: Bytes of the index directory an open over a gateway fetches in its first round trip
 #: (the first shards' indexes, for the workers that start right after).
 WARM_INDEX_BYTES = 4 * 1024 * 1024
-#: Cap of each request for a shard's root node in that round trip (the path's blocks
-#: and the node; a one-block tar comes whole when it fits).
-WARM_ROOT_BYTES = 2 * 1024 * 1024
 LAYOUTS = ("tarshards", "zip", "folder", "plain", "cidlist", "embedded", "multimodal", "shardedjson")
 
 
@@ -152,21 +149,18 @@ class _Detector:
         """Over a gateway, fetch ``manifest.json`` and a v2 root's shard table with one
         CAR request each, all at once (each also carries the root directory's block):
         detection and the layout's open then read them from the verified cache, one
-        round trip in all instead of one per block. In the same round trip go what the
-        open's warm-up (``PackedTarShardsLayout.warm_files``) would otherwise fetch in a
-        second one, which a DataLoader's fork waits for: the index directory (its first
-        :data:`WARM_INDEX_BYTES`) and the root nodes of the first shards, by the
-        exporter's names. A root that has none of these costs those parallel requests
-        (each answered 404), nothing else. The manifest's and the table's bytes are
-        capped like a manifest's."""
+        round trip in all instead of one per block. In the same round trip goes the index
+        directory (its first :data:`WARM_INDEX_BYTES`), by the exporter's name: the first
+        shards' indexes, which the open's warm-up would otherwise fetch in a second round
+        trip that a DataLoader's fork waits for. A root that has none of these costs those
+        parallel requests (each answered 404), nothing else. The manifest's and the
+        table's bytes are capped like a manifest's."""
         # imported here: tarshards pulls in numpy, which the CLI's start-up must not
-        from torch_ipfs.formats.tarshards import INDEX_DIR, TABLE_NAME, PackedTarShardsLayout, first_tar_paths
+        from torch_ipfs.formats.tarshards import INDEX_DIR, TABLE_NAME
 
-        client = self.client.get()
-        tars = first_tar_paths(PackedTarShardsLayout.files_to_warm(client))
         more: list[tuple[str, Scope, int | None]] = [(INDEX_DIR, "all", WARM_INDEX_BYTES)]
-        more += [(path, "block", WARM_ROOT_BYTES) for path in tars]
-        client.warm_paths(self.root.cid, [MANIFEST, TABLE_NAME], max_bytes=MAX_MANIFEST_BYTES, more=more)
+        paths = [MANIFEST, TABLE_NAME]
+        self.client.get().warm_paths(self.root.cid, paths, max_bytes=MAX_MANIFEST_BYTES, more=more)
 
     def _cat(self, ref: IPFSPath) -> bytes:
         f = self.client.get().file(ref)

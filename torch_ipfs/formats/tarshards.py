@@ -28,8 +28,9 @@ import hashlib
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,15 +90,6 @@ def shard_name(index: int) -> str:
 def index_name(index: int) -> str:
     """File name of shard ``index``'s index file (v2): ``shard-000000.idx``."""
     return f"shard-{index:06d}.idx"
-
-
-def first_tar_paths(files: int) -> list[str]:
-    """The paths the exporter gives a root's first ``files`` tar files
-    (``shards/shard-000000.tar``, ...): what an open over a gateway asks for in its first
-    round trip, before the shard table says which files there are (a composed root's
-    files are elsewhere: those requests find nothing, and the files are fetched once the
-    table names them)."""
-    return [f"{SHARDS_DIR}/{shard_name(i)}" for i in range(files)]
 
 
 # -- writing the manifest ------------------------------------------------------------------
@@ -378,6 +370,10 @@ class TarShardsLayout(Layout):
         open_files[i] = f
         return f
 
+    def _is_open(self, i: int) -> bool:
+        """True when this process holds shard ``i``'s file open (its root decoded)."""
+        return getattr(self, "_open_pid", None) == os.getpid() and i in getattr(self, "_open", {})
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_open", None)  # file objects hold sources of this process
@@ -545,14 +541,34 @@ class TarShardsLayout(Layout):
         idx = self._index(shard)
         first = self._first(shard)
         offset, length = idx.span(first + start, first + stop)
-        f = self._checked_file(shard)
-        # A span nothing has fetched yet comes in one CAR response over a gateway.
+        # A span nothing has fetched yet comes in one CAR response over a gateway; from a
+        # shard not opened yet, without fetching its root node first (the stream brings it).
         stream_range = getattr(self.client, "stream_range", None)
-        chunks = stream_range(f, offset, length) if stream_range is not None else None
+        chunks = None
+        if stream_range is not None and not self._is_open(shard) and not self._ref(shard).gateway:
+            size = self._declared_size(shard)
+            if size is not None:
+                streamed = stream_range(self._ref(shard).cid, offset, length, size=size)
+                if streamed is not None:
+                    chunks = self._checked_after_first(streamed, shard)
         if chunks is None:
-            chunks = f.iter_chunks(offset, length)
+            f = self._checked_file(shard)
+            chunks = stream_range(f, offset, length) if stream_range is not None else None
+            if chunks is None:
+                chunks = f.iter_chunks(offset, length)
         where = self._where_cached(shard)
         yield from tar.iter_indexed(chunks, where, idx, first + start, first + stop, fields)
+
+    def _checked_after_first(self, chunks: Generator[Any, None, None], shard: int) -> Iterator[Any]:
+        """``chunks`` of a stream that began without the shard's root node: once the
+        first has come (the root with it, now cached), the shard is opened and its size
+        checked against the manifest's, before any sample is sliced out."""
+        with closing(chunks):  # the stream's thread stops with it, also on an error
+            first_chunk = next(chunks, None)
+            self._checked_file(shard)
+            if first_chunk is not None:
+                yield first_chunk
+                yield from chunks
 
     def prefetch_span(self, shard: int, start: int, stop: int) -> Future[int] | None:
         entry = self.shards[shard]
@@ -613,17 +629,20 @@ class PackedTarShardsLayout(TarShardsLayout):
         _ = self.table  # check it now: a bad table fails at open, not at the first read
         self._warm_first_files()
 
-    #: Files whose index and tar root node the opening process fetches in the background
-    #: (one parallel batch of small blocks), so DataLoader workers started right after
-    #: find their first shard's index and root in the shared cache.
+    #: Files whose index (and, for random access, tar root node) the opening process
+    #: fetches in the background (one parallel batch of small blocks), so DataLoader
+    #: workers started right after find them in the shared cache.
     warm_files = 32
 
-    def _warm_first_files(self) -> None:
-        """Over a remote source, start fetching the index and the tar file's root node of
-        the first :attr:`warm_files` files into the verified cache (a no-op locally).
-        Bounded: at most 2 x ``warm_files`` blocks, indexes of at most 1 MiB each, and no
-        more files than one round trip fetches (two blocks each, ``fetch_width`` at
-        once): a fork waits for this batch, so a second round would delay every worker."""
+    def _warm_first_files(self, *, roots: bool = False) -> None:
+        """Over a remote source, start fetching the indexes (and with ``roots``, the tar
+        files' root nodes) of the first :attr:`warm_files` files into the verified cache,
+        skipping what is cached already (a no-op locally, and over a gateway after an
+        open that brought the index directory). Bounded: at most 2 x ``warm_files``
+        blocks, indexes of at most 1 MiB each, and no more files than one round trip
+        fetches (two blocks each, ``fetch_width`` at once): a fork waits for this batch,
+        so a second round would delay every worker. Streaming reads need no root node
+        up front (a span's CAR stream brings it); random reads do (:meth:`warm_first_roots`)."""
         table = self.table
         cids: list[CID] = []
         files = min(len(table.files), self.files_to_warm(self.client))
@@ -631,11 +650,16 @@ class PackedTarShardsLayout(TarShardsLayout):
             entry = table.file_entry(file)
             if entry.index_bytes <= 1024 * 1024:
                 cids.append(entry.index_cid)
-            if entry.tar_bytes > MAX_BLOCK_SIZE:  # a root node, not the data of a one-block tar
+            if roots and entry.tar_bytes > MAX_BLOCK_SIZE:  # a root node, not a one-block tar's data
                 cids.append(entry.tar_cid)
         prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
-        #: the future of that background fetch (None locally), e.g. to wait for it
+        #: the future of that background fetch (None locally, or nothing to fetch)
         self.warming: Future[int] | None = prefetch_blocks(cids) if prefetch_blocks is not None else None
+
+    def warm_first_roots(self) -> None:
+        """Also warm the first files' tar root nodes (for a map-style dataset, whose
+        first reads in each worker need them)."""
+        self._warm_first_files(roots=True)
 
     @classmethod
     def files_to_warm(cls, client: Any) -> int:

@@ -327,14 +327,14 @@ class Client:
     ) -> bool:
         """Fetch the blocks of ``/ipfs/root/path`` (``dag-scope=entity``: the path's
         blocks, then the file, or only the part covering ``entity_bytes``, inclusive;
-        ``scope="block"``: the path's blocks and the target's own block only) into the
-        verified cache with **one** CAR request, each block checked by the CAR verifier
-        against our own walk of the DAG as it arrives.
+        ``scope="all"``: everything below the path; ``"block"``: the target's own block)
+        into the verified cache with **one** CAR request, each block checked by the CAR
+        verifier against our own walk of the DAG as it arrives.
 
         Purely an optimisation, so it never raises: True when every block of the request
         is now cached (or a cached directory on the path shows the name is not there: the
-        request is then not made); False when there is no gateway-only read order, the gateway does
-        not have the path, the response failed (a bad block marks the gateway unhealthy,
+        request is then not made); False when there is no gateway-only read order, the
+        gateway does not have the path, the response failed (a bad block marks the gateway unhealthy,
         as any read does) or was longer than ``max_bytes`` (reading stops there). The
         reads that follow fetch what is missing block by block, with the sources'
         retries. Concurrent identical requests (threads, DataLoader workers, processes

@@ -5,9 +5,10 @@ What is counted is what a 50 ms link pays for: requests made one after the other
 is one round trip of three parallel CAR requests: ``manifest.json``, the shard table and
 the index directory (by the exporter's name); nothing is left for a background batch, so
 a DataLoader's fork has nothing to wait for; a shard span then needs its root node and
-leaves (a streamed span brings its root node in the stream). Every block is still verified: a corrupted CAR is rejected block by
-block and the read falls back to single blocks, a gateway that corrupts everything fails
-loudly, and every sample arrives exactly once.
+leaves (a streamed span brings its root node in the stream). Every block is still
+verified: a corrupted CAR is rejected block by block and the read falls back to single
+blocks, a gateway that corrupts everything fails loudly, and every sample arrives exactly
+once.
 """
 
 from __future__ import annotations

@@ -219,3 +219,22 @@ def test_the_opens_index_directory_request_is_capped(tmp_path):
         assert 0 < cached <= WARM_INDEX_BYTES // (256 * 1024) + 1
         got = _pixels(list(DataLoader(ds, batch_size=4)))
     assert got == sorted((label, image.numpy().tobytes()) for image, label in small_images(16, 5, 3))
+
+
+def test_a_map_style_dataset_warms_the_tar_roots_a_streaming_one_not(tmp_path, exported, monkeypatch):
+    # Root nodes are warmed only for tars over MAX_BLOCK_SIZE (a smaller tar's "root" may
+    # be all its data); lowered here so these small tars count as big ones.
+    from torch_ipfs.datasets import IPFSDataset
+    from torch_ipfs.formats import tarshards
+
+    _, result = exported
+    monkeypatch.setattr(tarshards, "MAX_BLOCK_SIZE", 1024)
+    with running_gateway(exported[0]) as server, FaultProxy(server.url) as proxy:
+        stream = IPFSIterableDataset(f"ipfs://{result.cid}", client=_client(tmp_path / "a", proxy))
+        assert stream.layout.warming is None  # the open brought the indexes; no roots wanted
+        before = len(proxy.requests)
+        ds = IPFSDataset(f"ipfs://{result.cid}", client=_client(tmp_path / "b", proxy))
+        assert ds.layout.warming is not None
+        assert ds.layout.warming.result(timeout=30) == len(result.shard_cids)
+        raw = sorted(p.split("?")[0].rsplit("/", 1)[1] for p in proxy.requests[before:] if "format=raw" in p)
+    assert raw == sorted(str(c) for c in result.shard_cids)  # each tar's root node, nothing else

@@ -634,7 +634,7 @@ class PackedTarShardsLayout(TarShardsLayout):
     #: workers started right after find them in the shared cache.
     warm_files = 32
 
-    def _warm_first_files(self, *, roots: bool = False) -> None:
+    def _warm_first_files(self, *, indexes: bool = True, roots: bool = False) -> None:
         """Over a remote source, start fetching the indexes (and with ``roots``, the tar
         files' root nodes) of the first :attr:`warm_files` files into the verified cache,
         skipping what is cached already (a no-op locally, and over a gateway after an
@@ -645,27 +645,21 @@ class PackedTarShardsLayout(TarShardsLayout):
         up front (a span's CAR stream brings it); random reads do (:meth:`warm_first_roots`)."""
         table = self.table
         cids: list[CID] = []
-        files = min(len(table.files), self.files_to_warm(self.client))
+        files = min(len(table.files), self.warm_files, max(1, getattr(self.client, "fetch_width", 0) // 2))
         for file in range(files):
             entry = table.file_entry(file)
-            if entry.index_bytes <= 1024 * 1024:
+            if indexes and entry.index_bytes <= 1024 * 1024:
                 cids.append(entry.index_cid)
             if roots and entry.tar_bytes > MAX_BLOCK_SIZE:  # a root node, not a one-block tar's data
                 cids.append(entry.tar_cid)
         prefetch_blocks = getattr(self.client, "prefetch_blocks", None)
-        #: the future of that background fetch (None locally, or nothing to fetch)
+        #: the future of the latest background fetch (None locally, or nothing to fetch)
         self.warming: Future[int] | None = prefetch_blocks(cids) if prefetch_blocks is not None else None
 
     def warm_first_roots(self) -> None:
-        """Also warm the first files' tar root nodes (for a map-style dataset, whose
-        first reads in each worker need them)."""
-        self._warm_first_files(roots=True)
-
-    @classmethod
-    def files_to_warm(cls, client: Any) -> int:
-        """How many files' index and root node the open warms: :attr:`warm_files`, and no
-        more than one parallel round of the client's fetches (two blocks per file)."""
-        return min(cls.warm_files, max(1, getattr(client, "fetch_width", 0) // 2))
+        """Warm the first files' tar root nodes too (for a map-style dataset, whose first
+        reads in each worker need them; the open has warmed their indexes)."""
+        self._warm_first_files(indexes=False, roots=True)
 
     @classmethod
     def from_manifest_v2(

@@ -156,3 +156,34 @@ def test_a_failing_dataset_stops_the_writers(tmp_path):
         export_dataset(Broken(), samples_per_shard=40, client=client, progress=False)
     assert _writer_threads() == []
     assert os.listdir(client.store.root / "tmp") == []
+
+
+def test_a_write_that_ends_after_another_failed_is_quiet(tmp_path, monkeypatch):
+    # Writer A is still writing block 0 when writer B fails on block 1 (and clears the
+    # queue): A's end must not trip over the cleared bookkeeping.
+    class OneSlowOneBad(LocalStore):
+        def __init__(self, root) -> None:
+            super().__init__(root)
+            self.release = threading.Event()
+            self.slow_started = threading.Event()
+
+        def _write_block(self, mh: bytes, data: bytes) -> bool:
+            if data == _block(0)[1]:
+                self.slow_started.set()
+                assert self.release.wait(30)
+                return super()._write_block(mh, data)
+            raise StoreError("cannot write block: No space left on device")
+
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    disk = OneSlowOneBad(tmp_path / "s")
+    deferred = WriteBehind(disk, threads=2)
+    deferred.put_hashed(*_block(0))
+    assert disk.slow_started.wait(10)
+    deferred.put_hashed(*_block(1))
+    time.sleep(0.2)  # writer B fails meanwhile
+    disk.release.set()
+    with pytest.raises(StoreError, match="No space left"):
+        deferred.close()
+    assert crashed == [] and _writer_threads() == []
+    assert disk.has(_block(0)[0])  # the write in flight completed

@@ -21,7 +21,6 @@ import threading
 from collections import deque
 
 from torch_ipfs.cid import CID
-from torch_ipfs.errors import BlockNotFoundError
 from torch_ipfs.sources.base import BlockStore
 
 __all__ = ["WriteBehind"]
@@ -101,10 +100,7 @@ class WriteBehind(BlockStore):
         with self._cond:
             if cid.multihash in self._pending:
                 return True
-        try:
-            return self.store.has(cid)
-        except BlockNotFoundError:
-            return False
+        return self.store.has(cid)
 
     def __enter__(self) -> WriteBehind:
         return self
@@ -154,6 +150,6 @@ class WriteBehind(BlockStore):
                     self._cond.notify_all()
                 return
             with self._cond:
-                self._queued_bytes -= len(data)
-                del self._pending[cid.multihash]
+                if self._pending.pop(cid.multihash, None) is not None:  # not cleared by a failure
+                    self._queued_bytes -= len(data)
                 self._cond.notify_all()

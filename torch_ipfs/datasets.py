@@ -45,6 +45,7 @@ from torch_ipfs.errors import IPFSError, SampleError
 from torch_ipfs.formats.base import ClientHandle, Layout, RawSample, SampleSchema
 from torch_ipfs.formats.detect import IPFSObject, RemoteFileType, open_layout
 from torch_ipfs.sharding import SKIPPED, SampleSpan, ShardedIterableDataset, StreamMix
+from torch_ipfs.unixfs.shareddigests import share_with_forked_children
 
 __all__ = ["IPFSDataset", "IPFSIterableDataset", "IPFSObject", "RemoteFileType", "SampleError"]
 
@@ -102,6 +103,9 @@ class _SampleReader:
         warm_roots = getattr(self.layout, "warm_first_roots", None)
         if self._random_access and warm_roots is not None:
             warm_roots()  # random reads need the shards' root nodes; a stream brings its own
+        if self._random_access and torch.utils.data.get_worker_info() is None:
+            # the workers a DataLoader forks from here share the leaves' spot-check digests
+            share_with_forked_children()
         #: samples skipped (``on_error="skip"``/``"warn"``) in this process
         self.skipped = 0
 

@@ -35,6 +35,11 @@ it unnoticed needs a SHA-256 second preimage), and the read then falls back to f
 hashing the whole block. The page cache, shared by every worker and not part of any
 process's RSS, holds the bytes; each process holds only the proof. The digests are bounded
 too (:data:`DIGEST_SHARE` of the budget, least recently used first).
+
+In a DataLoader worker whose parent made a :mod:`~torch_ipfs.unixfs.shareddigests` table,
+a leaf's digests are made as soon as it is verified and published there, and a leaf this
+process has no digests for is looked up there before it is fetched: the siblings then
+spot-check it instead of hashing it whole (each piece they use they still hash).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torch_ipfs.cid import RAW
+from torch_ipfs.unixfs.shareddigests import SharedDigestTable, shared_table
 from torch_ipfs.varint import decode_varint
 
 __all__ = ["DEFAULT_MAX_BYTES", "SPOT_PIECE", "VerifiedBlockCache", "default_cache", "stored_data_offset"]
@@ -70,6 +76,13 @@ _DIGEST = 32
 ReadStored = Callable[[Any, int, int], "bytes | None"]
 
 
+def _piece_digests(data: Any) -> bytes:
+    """The SHA-256 of each :data:`SPOT_PIECE` of ``data``, concatenated."""
+    view = memoryview(data)
+    pieces = range(0, len(view), SPOT_PIECE)
+    return b"".join(hashlib.sha256(view[i : i + SPOT_PIECE]).digest() for i in pieces)
+
+
 def _node_bytes(node: Any) -> int:
     return len(node.data) + 48 * len(node.links) + ENTRY_OVERHEAD
 
@@ -89,9 +102,16 @@ class VerifiedBlockCache:
         self._digests: OrderedDict[bytes, tuple[int, int, bytes]] = OrderedDict()
         self._digest_bytes = 0
         self.max_digest_bytes = self.max_bytes // DIGEST_SHARE
+        #: digests shared with the job's other forked processes (shareddigests), if any
+        self.shared: SharedDigestTable | None = None
+        #: publish each spot-checkable leaf's digests as soon as it is verified (in a
+        #: DataLoader worker: its siblings read the same leaves)
+        self.publish = False
         self.hits = 0
         self.misses = 0
         self.spot_hits = 0
+        #: leaves whose digests came from the shared table (not hashed whole here)
+        self.shared_hits = 0
 
     @property
     def nbytes(self) -> int:
@@ -151,21 +171,22 @@ class VerifiedBlockCache:
                 offset = self._offsets.pop(key, None)
                 if offset is not None and key not in self._digests:
                     evicted.append((key, offset, old.data))
+        if self.publish and data_offset is not None and not node.links and self.shared is not None:
+            # the siblings will want this leaf too: its digests now, not at its eviction
+            digests = _piece_digests(node.data)
+            self.shared.publish(multihash, data_offset, len(node.data), digests)
+            self._keep_digests(multihash, data_offset, len(node.data), digests)
         for key, offset, data in evicted:  # hashing outside the lock (it releases the GIL)
-            self._keep_digests(key, offset, data)
+            self._keep_digests(key, offset, len(data), _piece_digests(data))
 
-    def _keep_digests(self, key: bytes, offset: int, data: Any) -> None:
-        view = memoryview(data)
-        digests = b"".join(
-            hashlib.sha256(view[i : i + SPOT_PIECE]).digest() for i in range(0, len(view), SPOT_PIECE)
-        )
+    def _keep_digests(self, key: bytes, offset: int, length: int, digests: bytes) -> None:
         cost = len(digests) + ENTRY_OVERHEAD
         if cost > self.max_digest_bytes:
             return
         with self._lock:
             if key in self._digests:
                 return
-            self._digests[key] = (offset, len(view), digests)
+            self._digests[key] = (offset, length, digests)
             self._digest_bytes += cost
             while self._digest_bytes > self.max_digest_bytes:
                 _, (_, _, old) = self._digests.popitem(last=False)
@@ -181,7 +202,9 @@ class VerifiedBlockCache:
         key = cid.multihash
         entry = self._digests.get(key)
         if entry is None:
-            return None
+            entry = self._from_shared(key)
+            if entry is None:
+                return None
         offset, length, digests = entry
         if length != size or not 0 <= lo < hi <= length:
             return None
@@ -209,6 +232,18 @@ class VerifiedBlockCache:
             pass  # dropped by another thread just now
         self.spot_hits += 1
         return stored if (begin == lo and end == hi) else bytes(view[lo - begin : hi - begin])
+
+    def _from_shared(self, key: bytes) -> tuple[int, int, bytes] | None:
+        """A sibling's digests of ``key`` from the shared table, kept here from now on."""
+        if self.shared is None:
+            return None
+        entry = self.shared.lookup(key)
+        if entry is None:
+            return None
+        offset, length, digests = entry
+        self._keep_digests(key, offset, length, digests)
+        self.shared_hits += 1
+        return entry
 
     def clear(self) -> None:
         """Forget every entry and digest (the next use of each block fetches and hashes it
@@ -283,7 +318,10 @@ def default_cache() -> VerifiedBlockCache:
     if _cache is None:
         with _cache_lock:
             if _cache is None:
-                _cache = VerifiedBlockCache(_configured_bytes())
+                cache = VerifiedBlockCache(_configured_bytes())
+                cache.shared = shared_table()
+                cache.publish = cache.shared is not None and sharing_workers() > 1
+                _cache = cache
     return _cache
 
 

@@ -314,9 +314,9 @@ class UnixFSFile:
     def leaf_bytes(self, lo: int, hi: int) -> tuple[bytes | memoryview, int] | None:
         """``(data, start)``: the verified bytes of the leaf holding all of ``[lo, hi)``
         and that leaf's file offset (slice ``data[lo - start : hi - start]``), when the
-        leaf is the root itself or one of the root's children; None otherwise (a deeper
-        tree, a range across two children, a root with bytes of its own): read it with
-        :meth:`read_range`. The caller keeps ``0 <= lo < hi <= size``.
+        leaf is the root itself or one of the root's children (a range across two
+        children: their parts joined); None otherwise (a deeper tree, a root with bytes
+        of its own): read it with :meth:`read_range`. The caller keeps ``0 <= lo < hi <= size``.
 
         The map-style hot path: a bisect over the root's child offsets and one lookup in
         the verified-block cache. A child not cached is fetched through ``source.get``
@@ -338,18 +338,28 @@ class UnixFSFile:
             return self._across_children(k, lo, hi)
         if keys[k] is None:  # not a plain leaf: the general walk reads it
             return None
+        got = self._leaf_slice(k, lo - starts[k], hi - starts[k])
+        return None if got is None else (got, lo)
+
+    def _leaf_slice(self, k: int, a: int, b: int) -> bytes | memoryview | None:
+        """Bytes ``[a, b)`` of the root's child ``k``, a plain leaf: from the shared cache,
+        by its spot-check digests when it was evicted (or a sibling process verified it),
+        else fetched, verified and cached. None when the child is an inner node."""
+        starts, ends, _ = self._table  # type: ignore[misc]
         node = self._cached_child(k)
         if node is None:
-            a, size = starts[k], ends[k] - starts[k]
+            size = ends[k] - starts[k]
             if self._read_stored is not None:
-                # evicted: its digests may prove the few KB we need, read back from the store
-                spot = self._shared.spot_read(root.links[k], size, lo - a, hi - a, self._read_stored)
+                # its digests may prove the few KB we need, read back from the store
+                spot = self._shared.spot_read(self._root.links[k], size, a, b, self._read_stored)
                 if spot is not None:
-                    return spot, lo
+                    return spot
             # digests pay off when reads are much smaller than the leaf (a re-read then
             # checks a few KB instead of hashing 256 KiB); for large samples they would not
-            node = self._load_child(k, spot=(hi - lo) * SPOT_WORTH <= size)
-        return None if node is None else (node.data, starts[k])
+            node = self._load_child(k, spot=(b - a) * SPOT_WORTH <= size)
+            if node is None:
+                return None
+        return memoryview(node.data)[a:b]
 
     def _cached_child(self, k: int) -> FileNode | None:
         """Root child ``k`` from the shared cache when it is there as the leaf the root
@@ -360,27 +370,20 @@ class UnixFSFile:
             return None
         return node
 
-    def _child_node(self, k: int) -> FileNode | None:
-        """Root child ``k`` as a verified leaf node (the shared cache's, else fetched), or
-        None when it is not a plain leaf (the general walk then reads it)."""
-        keys = self._table[2]  # type: ignore[index]
-        if k >= len(keys) or keys[k] is None:
-            return None
-        return self._cached_child(k) or self._load_child(k)
-
     def _across_children(self, k: int, lo: int, hi: int) -> tuple[bytes, int] | None:
         """:meth:`leaf_bytes` of a range from child ``k`` into the next ones (a sample
-        across a leaf boundary): the pieces joined, each leaf from the cache or fetched."""
+        across a leaf boundary): the pieces joined, each as :meth:`_leaf_slice` reads it."""
         starts, ends, keys = self._table  # type: ignore[misc]
         if hi - lo >= STREAM_THRESHOLD:
             return None
         parts = []
         while True:
-            node = self._child_node(k)
-            if node is None:
+            if k >= len(keys) or keys[k] is None:
                 return None
-            a = max(lo, starts[k]) - starts[k]
-            parts.append(memoryview(node.data)[a : min(hi, ends[k]) - starts[k]])
+            part = self._leaf_slice(k, max(lo, starts[k]) - starts[k], min(hi, ends[k]) - starts[k])
+            if part is None:
+                return None
+            parts.append(part)
             if hi <= ends[k]:
                 return b"".join(parts), lo
             k += 1

@@ -244,3 +244,20 @@ def test_the_verified_disk_cache_reads_back_what_it_holds_and_pickles_without_ha
     assert copy._read_handles._fds == {} and copy.read_stored(cid, 5, 5) == block[5:10]
     cache.close()
     assert cache._read_handles._fds == {}
+
+
+@pytest.mark.parametrize(("size", "digests"), [(60_000, True), (70_000, False)])
+def test_leaves_take_digests_when_first_read_for_at_most_a_quarter(tmp_path, monkeypatch, size, digests):
+    """A 60 KB sample (under 1/4 of a 256 KiB leaf) is worth a spot read (about 64 KiB
+    hashed instead of 256 KiB); a 70 KB one is not, and its leaf is re-hashed instead."""
+    client = Client(home=tmp_path / "home", api="", gateways=[])
+    data = GrowingTensors(12, base=size, step=0, dtype=torch.uint8, modulo=251, classes=7)
+    result = export_dataset(data, samples_per_shard=12, client=client, progress=False)
+    cache = _small_cache(monkeypatch, 1.2)  # one leaf: reading another evicts it
+    ds = IPFSDataset(result.url, client=client, decode="raw")
+    first = ds[0]
+    ds[len(ds) - 1]
+    assert bool(cache._digests) is digests
+    hits = cache.spot_hits
+    assert ds[0] == first
+    assert cache.spot_hits == hits + digests

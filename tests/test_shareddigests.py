@@ -107,9 +107,9 @@ class _Counting(Dataset):
         return i, sample, (os.getpid(), c.misses - c.spot_hits, c.shared_hits)
 
 
-def _epoch(ds: IPFSDataset, seed: int):
-    """One shuffled epoch with 2 workers: ({index: sample}, {pid: (hashed, shared)})."""
-    loader = DataLoader(_Counting(ds), batch_size=None, shuffle=True, num_workers=2,
+def _epoch(ds: IPFSDataset, seed: int, workers: int = 2):
+    """One shuffled epoch: ({index: sample}, {worker pid: (hashed, shared)})."""
+    loader = DataLoader(_Counting(ds), batch_size=None, shuffle=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     samples, counters = {}, {}
     for i, sample, (pid, hashed, shared) in loader:
@@ -147,6 +147,17 @@ def test_workers_share_what_each_verified_and_the_next_epoch_hashes_nothing(expo
     assert second == want
     assert [h for h, _ in counters.values()] == [0, 0]  # not one leaf fetched and hashed
     assert all(s > 0 for _, s in counters.values())
+
+
+def test_a_single_worker_leaves_its_digests_to_the_next_epochs_worker(exported):
+    client, ds, leaves, want = exported
+    first, counters = _epoch(ds, seed=0, workers=1)
+    assert first == want
+    assert [s for _, s in counters.values()] == [0]  # nobody else had verified anything
+    second, counters = _epoch(ds, seed=1, workers=1)
+    assert second == want
+    assert [h for h, _ in counters.values()] == [0]
+    assert [s for _, s in counters.values()] == [len(leaves)]  # every leaf, once
 
 
 def test_a_block_changed_on_disk_after_it_was_shared_is_caught(exported):

@@ -105,7 +105,7 @@ class VerifiedBlockCache:
         #: digests shared with the job's other forked processes (shareddigests), if any
         self.shared: SharedDigestTable | None = None
         #: publish each spot-checkable leaf's digests as soon as it is verified (in a
-        #: DataLoader worker: its siblings read the same leaves)
+        #: DataLoader worker: its siblings and later epochs' workers read the same leaves)
         self.publish = False
         self.hits = 0
         self.misses = 0
@@ -299,13 +299,17 @@ def _configured_bytes() -> int:
     return total // sharing_workers()
 
 
+def _worker_info() -> Any:
+    """torch's ``get_worker_info()`` (None outside a DataLoader worker). Asks torch only if
+    it is already imported (this layer does not depend on it)."""
+    data = sys.modules.get("torch.utils.data")
+    return getattr(data, "get_worker_info", lambda: None)() if data is not None else None
+
+
 def sharing_workers() -> int:
     """How many processes share the job's budget with this one: ``num_workers`` in a
-    DataLoader worker, else 1. Asks torch only if it is already imported (this layer does
-    not depend on it)."""
-    data = sys.modules.get("torch.utils.data")
-    info = getattr(data, "get_worker_info", lambda: None)() if data is not None else None
-    return max(1, int(getattr(info, "num_workers", 1) or 1))
+    DataLoader worker, else 1."""
+    return max(1, int(getattr(_worker_info(), "num_workers", 1) or 1))
 
 
 _cache: VerifiedBlockCache | None = None
@@ -320,7 +324,8 @@ def default_cache() -> VerifiedBlockCache:
             if _cache is None:
                 cache = VerifiedBlockCache(_configured_bytes())
                 cache.shared = shared_table()
-                cache.publish = cache.shared is not None and sharing_workers() > 1
+                # a worker publishes: its siblings, and the next epoch's workers, read them
+                cache.publish = cache.shared is not None and _worker_info() is not None
                 _cache = cache
     return _cache
 

@@ -74,6 +74,39 @@ def test_forked_children_write_into_the_parents_table():
     assert table.lookup(KEY) == (14, 262_144, DIGESTS)
 
 
+def _entry_of(key: bytes) -> tuple[int, int, bytes]:
+    digests = b"".join(hashlib.sha256(key + bytes([i])).digest() for i in range(MAX_DIGESTS))
+    return key[-1], 262_144, digests
+
+
+def _publish_over_and_over(table: SharedDigestTable, keys: list[bytes], rounds: int) -> None:
+    for _ in range(rounds):
+        for key in keys:
+            table.publish(key, *_entry_of(key))
+
+
+def test_writers_racing_over_the_same_slots_never_make_a_wrong_entry_readable():
+    """Two processes keep rewriting 12 keys into a neighbourhood of 8 slots while this one
+    reads: every lookup gives that key's own entry or None, never a mix."""
+    table = SharedDigestTable(PROBES * SLOT)
+    keys = [b"\x12\x20" + hashlib.sha256(bytes([i])).digest()[:31] + bytes([i]) for i in range(12)]
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_publish_over_and_over, args=(table, keys[i::2], 400)) for i in range(2)]
+    for w in writers:
+        w.start()
+    found = 0
+    while any(w.is_alive() for w in writers):
+        for key in keys:
+            got = table.lookup(key)
+            if got is not None:
+                assert got == _entry_of(key)
+                found += 1
+    for w in writers:
+        w.join(30)
+        assert w.exitcode == 0
+    assert found > 0
+
+
 def test_the_table_is_made_once_and_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(shareddigests, "_table", None)
     monkeypatch.setenv("TORCH_IPFS_SHARED_DIGESTS_MB", "0")

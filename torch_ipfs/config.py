@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_RETRY_BUDGET",
     "Settings",
     "default_home",
+    "env_mebibytes",
     "max_sample_bytes",
     "parse_size",
 ]
@@ -117,6 +118,19 @@ def parse_bool(name: str, text: str) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{name}: expected 1/true/yes/on or 0/false/no/off, got {text!r}")
+
+
+def env_mebibytes(name: str, environ: Mapping[str, str] | None = None) -> int | None:
+    """Environment variable ``name``, a number of MiB (``"0.5"``, ``"512"``), in bytes
+    (below 0 counts as 0); None when it is unset or blank. :class:`ValueError` naming the
+    variable otherwise."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return max(0, int(float(raw) * 1024 * 1024))
+    except ValueError:
+        raise ValueError(f"{name} must be a number of MiB, got {raw!r}") from None
 
 
 def parse_size(text: str | int) -> int:

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torch_ipfs.cid import RAW
+from torch_ipfs.config import env_mebibytes
 from torch_ipfs.unixfs.shareddigests import SharedDigestTable, shared_table
 from torch_ipfs.varint import decode_varint
 
@@ -286,16 +287,12 @@ def _configured_bytes() -> int:
     """This process's share of the job's budget: ``TORCH_IPFS_BLOCK_CACHE_MB`` split over
     the DataLoader's workers; unset, the default, and at most
     :data:`DEFAULT_WORKER_MAX_BYTES` in a worker."""
-    raw = os.environ.get("TORCH_IPFS_BLOCK_CACHE_MB")
-    if raw is None or not raw.strip():
+    total = env_mebibytes("TORCH_IPFS_BLOCK_CACHE_MB")
+    if total is None:
         workers = sharing_workers()
         if workers == 1:
             return DEFAULT_MAX_BYTES
         return min(DEFAULT_MAX_BYTES // workers, DEFAULT_WORKER_MAX_BYTES)
-    try:
-        total = max(0, int(float(raw) * 1024 * 1024))
-    except ValueError:
-        raise ValueError(f"TORCH_IPFS_BLOCK_CACHE_MB must be a number of MiB, got {raw!r}") from None
     return total // sharing_workers()
 
 

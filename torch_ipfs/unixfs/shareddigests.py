@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
 import struct
+
+from torch_ipfs.config import env_mebibytes
 
 __all__ = ["MAX_DIGESTS", "SharedDigestTable", "share_with_forked_children", "shared_table"]
 
@@ -63,7 +64,6 @@ class SharedDigestTable:
         self.slots = max(1, nbytes // SLOT)
         self.nbytes = self.slots * SLOT
         self._map = mmap.mmap(-1, self.nbytes)  # MAP_SHARED | MAP_ANONYMOUS: kept across fork
-        self.pid = os.getpid()
 
     def _slot_of(self, key: bytes) -> int:
         return int.from_bytes(key[-8:], "little") % self.slots
@@ -116,13 +116,8 @@ _table: SharedDigestTable | None = None
 
 
 def _configured_bytes() -> int:
-    raw = os.environ.get("TORCH_IPFS_SHARED_DIGESTS_MB")
-    if raw is None or not raw.strip():
-        return DEFAULT_MB * 1024 * 1024
-    try:
-        return max(0, int(float(raw) * 1024 * 1024))
-    except ValueError:
-        raise ValueError(f"TORCH_IPFS_SHARED_DIGESTS_MB must be a number of MiB, got {raw!r}") from None
+    configured = env_mebibytes("TORCH_IPFS_SHARED_DIGESTS_MB")
+    return DEFAULT_MB * 1024 * 1024 if configured is None else configured
 
 
 def share_with_forked_children() -> SharedDigestTable | None:

@@ -6,6 +6,7 @@ header is a ManifestError naming the shard and the key, never other bytes."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 
 import pytest
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 from torch_ipfs.cid import CID
 from torch_ipfs.client import Client
 from torch_ipfs.datasets import IPFSDataset
+from torch_ipfs.decoders import DecodeError
 from torch_ipfs.errors import IntegrityError, ManifestError
 from torch_ipfs.exporter import export_dataset
 from torch_ipfs.formats import tarshards
@@ -114,6 +116,41 @@ def test_transforms_and_subclasses_see_the_same_samples(tmp_path):
 
     named = Named(result.url, client=reader, decode="raw")
     assert named[7][1] == named.layout.sample_key(7).encode() == b"000000007"  # its own read_raw
+
+
+def test_a_sample_that_fails_to_decode_on_the_short_path_follows_on_error(tmp_path, caplog):
+    writer, result = _export(tmp_path, n=12, per_shard=5)
+    reader, _ = _reader(tmp_path, writer)
+
+    def label(name, data):  # the label of samples 2 and 7 cannot be decoded
+        if data == b"2":
+            raise ValueError("unreadable label")
+        return int(data)
+
+    strict = IPFSDataset(result.url, client=reader, decode={"cls": label})
+    with pytest.raises(DecodeError, match=r"sample '000000007': cannot decode field 'cls'.*unreadable label"):
+        strict[7]
+    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label}, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="torch_ipfs.datasets"):
+        image, target = skipping[7]  # replaced by the next sample, counted, logged
+    assert target == 3 and image.tolist() == [8] * (25 + 9 * 8)
+    assert skipping.skipped == 1 and "skipping sample 7" in caplog.text
+    assert skipping[6][1] == 1 and skipping.skipped == 1
+
+    def fail_on_9(x):
+        if x.numel() == 25 + 9 * 9:
+            raise ValueError("transform refused sample 9")
+        return x
+
+    skip_transform = IPFSDataset(result.url, client=reader, transform=fail_on_9, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="torch_ipfs.datasets"):
+        image, target = skip_transform[9]  # replaced by the next sample, counted, logged
+    assert image.tolist() == [10] * (25 + 9 * 10) and target == 0
+    assert skip_transform.skipped == 1 and "transform refused sample 9" in caplog.text
+    raising = IPFSDataset(result.url, client=reader, transform=fail_on_9)
+    with pytest.raises(ValueError, match="transform refused sample 9"):
+        raising[9]
+    assert [raising[i][1] for i in (0, 8, 10)] == [0, 3, 0]
 
 
 def test_an_evicted_leaf_is_fetched_and_hashed_again(tmp_path, monkeypatch):

@@ -143,6 +143,16 @@ class _SampleReader:
         two item kinds part."""
         return file_of(raw) if self.items == "files" else self.decode_sample(raw)
 
+    def _decode_values(
+        self, values: tuple[Any, ...], names: Sequence[str], declared: Sequence[str | None], where: Any
+    ) -> tuple[Any, ...]:
+        decode = self.decoder.decode_field
+        return tuple([decode(f, v, t, where) for f, v, t in zip(names, values, declared)])
+
+    def _where_of(self, key: Any) -> str:
+        """Sample ``key``, named as decode errors name it."""
+        return f"{self.layout.where}: sample {key!r}"
+
     def decode_sample(self, raw: RawSample) -> Any:
         """Decode, assemble and transform a raw sample into what ``__getitem__`` returns."""
         schema = self.schema
@@ -161,7 +171,7 @@ class _SampleReader:
             except KeyError:
                 pass  # a field is missing: the general path below names it
             else:
-                where = f"{self.layout.where}: sample {raw.key!r}"
+                where = self._where_of(raw.key)
                 decode = self.decoder.decode_field
                 out = tuple([decode(f, v, t, where) for (f, t), v in zip(types.items(), values)])
                 if self.transform is None and self.target_transform is None:
@@ -169,9 +179,7 @@ class _SampleReader:
                 label_field = schema.label_field
                 pos = list(types).index(label_field) if label_field in types else -1
                 return self._apply(out, label_pos=pos)
-        decoded = self.decoder.decode_fields(
-            raw.fields, schema.types, f"{self.layout.where}: sample {raw.key!r}"
-        )
+        decoded = self.decoder.decode_fields(raw.fields, schema.types, self._where_of(raw.key))
         if self.fields is not None:
             return self._apply(tuple(_pick(decoded, f, raw.key) for f in self.fields), label_pos=-1)
         structure = raw.structure or schema.structure
@@ -301,25 +309,28 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
             lean = self._lean = self._lean_plan()
         if lean and type(index) is int and self.decoder is lean[2]:
             # The short path (a tuple-shaped sample from a sharded-tar root): the layout's
-            # read_plain, the declared fields straight into the tuple. It returns exactly
-            # what make_item(read_raw(index)) does; anything it does not take (None) or any
-            # error goes the general way below, which reads strictly and reports.
+            # read_plain, the declared fields decoded straight into the tuple. It returns
+            # exactly what make_item(read_raw(index)) does; anything it does not take
+            # (None) or any error, of the read, a decoder or a transform, goes the general
+            # way below, which reads strictly and reports as ``on_error`` says.
             try:
                 got = self.layout.read_plain(index)  # type: ignore[attr-defined]
             except (IPFSError, OSError, ValueError):
                 got = None
             if got is not None:
                 fields = got[1]
-                names = lean[0]
+                names, raw, _, declared, label_pos = lean
                 if len(fields) == len(names):
                     try:
-                        values = [fields[f] for f in names]
-                    except KeyError:
+                        values = tuple([fields[f] for f in names])
+                        if not raw:  # the sample is named only if a field fails (an error message)
+                            where = functools.partial(self._where_of, got[0])
+                            values = self._decode_values(values, names, declared, where)
+                        if self.transform is None and self.target_transform is None:
+                            return values
+                        return self._apply(values, label_pos)
+                    except (KeyError, IPFSError, OSError, ValueError):
                         pass
-                    else:
-                        if lean[1] and self.transform is None and self.target_transform is None:
-                            return tuple(values)
-                        return self.make_item(RawSample(got[0], fields))
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} samples")
@@ -332,8 +343,9 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
                 self._failed(e, f"sample {i}")
         raise SampleError(f"{self.layout.where}: no sample could be read (all {n} failed)", index=index)
 
-    def _lean_plan(self) -> tuple[tuple[str, ...], bool, Decoder] | tuple[()]:
-        """``(field names, all raw, decoder)`` when ``ds[i]`` may take the short path:
+    def _lean_plan(self) -> tuple[tuple[str, ...], bool, Decoder, tuple[str, ...], int] | tuple[()]:
+        """``(field names, all raw, decoder, their declared types, label position)`` when
+        ``ds[i]`` may take the short path:
         a layout with ``read_plain``, tuple samples of declared fields, items as samples,
         and this class's own read_raw/make_item/decode_sample (a subclass overriding one
         gets exactly its own). ``()`` otherwise."""
@@ -351,7 +363,8 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
             return ()
         names = tuple(schema.types)
         raw = all(self.decoder._spec_of(f)[1] == "raw" for f in names)
-        return names, raw, self.decoder
+        label = names.index(schema.label_field) if schema.label_field in names else -1
+        return names, raw, self.decoder, tuple(schema.types.values()), label
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -499,12 +512,6 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
             self.__dict__["_raw_tuple_of"] = found
         return found  # type: ignore[no-any-return]
 
-    def _decode_values(
-        self, values: tuple[Any, ...], names: Sequence[str], declared: Sequence[str | None], where: Any
-    ) -> tuple[Any, ...]:
-        decode = self.decoder.decode_field
-        return tuple([decode(f, v, t, where) for f, v, t in zip(names, values, declared)])
-
     def _key_at(self, span: SampleSpan, position: int) -> Any:
         """The key of the sample at ``position`` of ``span`` (its position when the
         layout has no keys), for messages."""
@@ -515,7 +522,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
 
     def _where_at(self, span: SampleSpan, position: int) -> str:
         """The sample at ``position`` of ``span``, named as decode errors name it."""
-        return f"{self.layout.where}: sample {self._key_at(span, position)!r}"
+        return self._where_of(self._key_at(span, position))
 
     def extra_repr(self) -> str:
         return (

@@ -14,6 +14,7 @@ import torch
 from dagbuild import GrowingTensors
 from torch.utils.data import DataLoader
 
+from torch_ipfs import datasets
 from torch_ipfs.cid import CID
 from torch_ipfs.client import Client
 from torch_ipfs.datasets import IPFSDataset
@@ -151,6 +152,74 @@ def test_a_sample_that_fails_to_decode_on_the_short_path_follows_on_error(tmp_pa
     with pytest.raises(ValueError, match="transform refused sample 9"):
         raising[9]
     assert [raising[i][1] for i in (0, 8, 10)] == [0, 3, 0]
+
+
+@pytest.mark.parametrize("round_bytes", [1, 1 << 30])  # a round per sample; one for the batch
+def test_a_batch_gives_exactly_the_samples_of_ds_i_in_order(tmp_path, monkeypatch, round_bytes):
+    monkeypatch.setattr(datasets, "READ_ROUND_BYTES", round_bytes)
+    writer, result = _export(tmp_path, n=30, per_shard=7, chunker="size-1024")
+    reader, _ = _reader(tmp_path, writer)
+    indices = [29, 0, 7, 7, -1, 13, 6, 22, -30]  # repeated, negative, across shards
+    for decode in ("tensor", "raw"):
+        ds = IPFSDataset(result.url, client=reader, decode=decode, target_transform=lambda t: -int(t))
+        batch = ds.__getitems__(indices)
+        one_by_one = [ds[i] for i in indices]
+        assert len(batch) == len(indices)
+        for (x, y), (want_x, want_y), i in zip(batch, one_by_one, indices):
+            i %= 30
+            assert y == want_y == -(i % 5)
+            if decode == "raw":
+                assert x == want_x and len(x) > 0
+            else:
+                assert torch.equal(x, want_x) and x.tolist() == [i] * (25 + 9 * i)
+    with pytest.raises(IndexError, match="index 30 out of range"):
+        ds.__getitems__([1, 30])
+
+
+@pytest.mark.parametrize(("round_bytes", "order"), [(1, "RDRDRDRD"), (1 << 30, "RRRRDDDD")])
+def test_a_batch_reads_a_round_of_samples_then_decodes_them(tmp_path, monkeypatch, round_bytes, order):
+    monkeypatch.setattr(datasets, "READ_ROUND_BYTES", round_bytes)
+    writer, result = _export(tmp_path, n=10, per_shard=10)
+    reader, _ = _reader(tmp_path, writer)
+    events = []
+
+    def label(name, data):
+        events.append("D")
+        return int(data)
+
+    ds = IPFSDataset(result.url, client=reader, decode={"cls": label, "npy": "raw"})
+    read_plain = ds.layout.read_plain
+    monkeypatch.setattr(ds.layout, "read_plain", lambda i: events.append("R") or read_plain(i))
+    assert [y for _, y in ds.__getitems__([4, 1, 8, 3])] == [4, 1, 3, 3]
+    assert "".join(events) == order
+
+
+def test_a_batch_follows_on_error_and_a_subclass_own_getitem(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(datasets, "READ_ROUND_BYTES", 700)  # rounds of about two samples
+    writer, result = _export(tmp_path, n=12, per_shard=5)
+    reader, _ = _reader(tmp_path, writer)
+
+    def label(name, data):  # the label of samples 2 and 7 cannot be decoded
+        if data == b"2":
+            raise ValueError("unreadable label")
+        return int(data)
+
+    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label}, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="torch_ipfs.datasets"):
+        batch = skipping.__getitems__([1, 2, 3, 7, 11])
+    assert [y for _, y in batch] == [1, 3, 3, 3, 1]  # 2 -> 3 and 7 -> 8: the next readable ones
+    assert [x.numel() for x, _ in batch] == [25 + 9 * i for i in (1, 3, 3, 8, 11)]
+    assert skipping.skipped == 2 and "skipping sample 7" in caplog.text
+    strict = IPFSDataset(result.url, client=reader, decode={"cls": label})
+    with pytest.raises(DecodeError, match="sample '000000007'"):
+        strict.__getitems__([0, 1, 7, 8])
+
+    class Offset(IPFSDataset):
+        def __getitem__(self, index):
+            return super().__getitem__(index + 1)
+
+    shifted = Offset(result.url, client=reader, decode="raw")
+    assert [y for _, y in shifted.__getitems__([0, 3, 9])] == [b"1", b"4", b"0"]
 
 
 def test_an_evicted_leaf_is_fetched_and_hashed_again(tmp_path, monkeypatch):

@@ -275,6 +275,11 @@ def _pick(decoded: dict[str, Any], wanted: str, key: str) -> Any:
     raise SampleError(f"sample {key!r} has no field {wanted!r} (it has {sorted(decoded)})", key=key)
 
 
+#: :meth:`IPFSDataset.__getitems__` reads about this many bytes of samples before it
+#: decodes them (a bound on what one batch holds undecoded, whatever the sample size).
+READ_ROUND_BYTES = 4 * 1024 * 1024
+
+
 class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
     """A map-style dataset over IPFS content.
 
@@ -304,33 +309,83 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         return len(self.layout)
 
     def __getitem__(self, index: int) -> Any:
+        read = self._read_short(index)
+        if read is not None:
+            item = self._finish_short(*read)
+            if item is not None:
+                return item
+        return self._read_general(index)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """``[self[i] for i in indices]``: what a DataLoader's batched fetch asks for.
+
+        The samples' bytes are read first, then decoded, in rounds of about
+        :data:`READ_ROUND_BYTES`: each phase then runs with its own code and data warm in
+        the CPU caches, where alternating per sample let the decoder evict the read path
+        (a shuffled raw read took 13 us alone and 21 us between PNG decodes). A subclass
+        that overrides ``__getitem__`` gets its own, sample by sample."""
+        if type(self).__getitem__ is not IPFSDataset.__getitem__:
+            return [self[i] for i in indices]
+        out: list[Any] = []
+        pending: list[tuple[Any, tuple[str, tuple[bytes, ...]] | None]] = []
+        held = 0
+        for index in indices:
+            read = self._read_short(index)
+            pending.append((index, read))
+            held += sum(map(len, read[1])) if read is not None else 0
+            if held >= READ_ROUND_BYTES:
+                out.extend(self._finish_round(pending))
+                pending, held = [], 0
+        out.extend(self._finish_round(pending))
+        return out
+
+    def _finish_round(self, pending: list[tuple[Any, tuple[str, tuple[bytes, ...]] | None]]) -> list[Any]:
+        out = []
+        for index, read in pending:
+            item = None if read is None else self._finish_short(*read)
+            out.append(self._read_general(index) if item is None else item)
+        return out
+
+    def _read_short(self, index: Any) -> tuple[str, tuple[bytes, ...]] | None:
+        """``(key, the declared fields' bytes)`` of sample ``index`` by the short path (a
+        tuple-shaped sample of a sharded-tar root: the layout's ``read_plain``), or None
+        when it does not take it or the read failed: the general path then reads it
+        strictly and reports as ``on_error`` says."""
         lean = self.__dict__.get("_lean")
         if lean is None:
             lean = self._lean = self._lean_plan()
-        if lean and type(index) is int and self.decoder is lean[2]:
-            # The short path (a tuple-shaped sample from a sharded-tar root): the layout's
-            # read_plain, the declared fields decoded straight into the tuple. It returns
-            # exactly what make_item(read_raw(index)) does; anything it does not take
-            # (None) or any error, of the read, a decoder or a transform, goes the general
-            # way below, which reads strictly and reports as ``on_error`` says.
-            try:
-                got = self.layout.read_plain(index)  # type: ignore[attr-defined]
-            except (IPFSError, OSError, ValueError):
-                got = None
-            if got is not None:
-                fields = got[1]
-                names, raw, _, declared, label_pos = lean
-                if len(fields) == len(names):
-                    try:
-                        values = tuple([fields[f] for f in names])
-                        if not raw:  # the sample is named only if a field fails (an error message)
-                            where = functools.partial(self._where_of, got[0])
-                            values = self._decode_values(values, names, declared, where)
-                        if self.transform is None and self.target_transform is None:
-                            return values
-                        return self._apply(values, label_pos)
-                    except (KeyError, IPFSError, OSError, ValueError):
-                        pass
+        if not lean or type(index) is not int or self.decoder is not lean[2]:
+            return None
+        try:
+            got = self.layout.read_plain(index)  # type: ignore[attr-defined]
+        except (IPFSError, OSError, ValueError):
+            return None
+        if got is None or len(got[1]) != len(lean[0]):
+            return None
+        try:
+            return got[0], tuple([got[1][f] for f in lean[0]])
+        except KeyError:
+            return None
+
+    def _finish_short(self, key: str, values: tuple[bytes, ...]) -> Any:
+        """The item of a sample :meth:`_read_short` read: the declared fields decoded
+        straight into the tuple, transformed; exactly what ``make_item(read_raw(i))``
+        gives. None on an error of a decoder or a transform (the general path then reads
+        the sample again and reports as ``on_error`` says)."""
+        names, raw, _, declared, label_pos = self._lean  # type: ignore[misc]  # set by _read_short
+        try:
+            item: tuple[Any, ...] = values
+            if not raw:  # the sample is named only if a field fails (an error message)
+                item = self._decode_values(values, names, declared, functools.partial(self._where_of, key))
+            if self.transform is None and self.target_transform is None:
+                return item
+            return self._apply(item, label_pos)
+        except (KeyError, IPFSError, OSError, ValueError):
+            return None
+
+    def _read_general(self, index: int) -> Any:
+        """``ds[index]`` the general way: read strictly, decode, transform; a sample that
+        fails is raised, or replaced by the next readable one, as ``on_error`` says."""
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} samples")

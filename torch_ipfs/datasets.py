@@ -300,7 +300,8 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         layout: skip detection and read the root as this layout.
 
     Subclasses may override ``__getitem__``; :meth:`read_raw` and :meth:`decode_sample`
-    are the two steps of the default one.
+    are the two steps of the default one. A DataLoader fetches its batches through
+    :meth:`__getitems__`, which calls an overridden ``__getitem__`` for each index.
     """
 
     _random_access = True

@@ -119,19 +119,21 @@ def test_transforms_and_subclasses_see_the_same_samples(tmp_path):
     assert named[7][1] == named.layout.sample_key(7).encode() == b"000000007"  # its own read_raw
 
 
+def label_unless_2(name: str, data: bytes) -> int:
+    """A label decoder that cannot read label 2 (samples 2 and 7 of ``_export(n=12)``)."""
+    if data == b"2":
+        raise ValueError("unreadable label")
+    return int(data)
+
+
 def test_a_sample_that_fails_to_decode_on_the_short_path_follows_on_error(tmp_path, caplog):
     writer, result = _export(tmp_path, n=12, per_shard=5)
     reader, _ = _reader(tmp_path, writer)
 
-    def label(name, data):  # the label of samples 2 and 7 cannot be decoded
-        if data == b"2":
-            raise ValueError("unreadable label")
-        return int(data)
-
-    strict = IPFSDataset(result.url, client=reader, decode={"cls": label})
+    strict = IPFSDataset(result.url, client=reader, decode={"cls": label_unless_2})
     with pytest.raises(DecodeError, match=r"sample '000000007': cannot decode field 'cls'.*unreadable label"):
         strict[7]
-    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label}, on_error="skip")
+    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label_unless_2}, on_error="skip")
     with caplog.at_level(logging.WARNING, logger="torch_ipfs.datasets"):
         image, target = skipping[7]  # replaced by the next sample, counted, logged
     assert target == 3 and image.tolist() == [8] * (25 + 9 * 8)
@@ -199,18 +201,13 @@ def test_a_batch_follows_on_error_and_a_subclass_own_getitem(tmp_path, monkeypat
     writer, result = _export(tmp_path, n=12, per_shard=5)
     reader, _ = _reader(tmp_path, writer)
 
-    def label(name, data):  # the label of samples 2 and 7 cannot be decoded
-        if data == b"2":
-            raise ValueError("unreadable label")
-        return int(data)
-
-    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label}, on_error="skip")
+    skipping = IPFSDataset(result.url, client=reader, decode={"cls": label_unless_2}, on_error="skip")
     with caplog.at_level(logging.WARNING, logger="torch_ipfs.datasets"):
         batch = skipping.__getitems__([1, 2, 3, 7, 11])
     assert [y for _, y in batch] == [1, 3, 3, 3, 1]  # 2 -> 3 and 7 -> 8: the next readable ones
     assert [x.numel() for x, _ in batch] == [25 + 9 * i for i in (1, 3, 3, 8, 11)]
     assert skipping.skipped == 2 and "skipping sample 7" in caplog.text
-    strict = IPFSDataset(result.url, client=reader, decode={"cls": label})
+    strict = IPFSDataset(result.url, client=reader, decode={"cls": label_unless_2})
     with pytest.raises(DecodeError, match="sample '000000007'"):
         strict.__getitems__([0, 1, 7, 8])
 

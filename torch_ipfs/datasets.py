@@ -149,6 +149,11 @@ class _SampleReader:
         decode = self.decoder.decode_field
         return tuple([decode(f, v, t, where) for f, v, t in zip(names, values, declared)])
 
+    def _label_pos(self, names: Sequence[str]) -> int:
+        """Where the schema's label field is among ``names`` (-1: not there)."""
+        label = self.schema.label_field
+        return list(names).index(label) if label is not None and label in names else -1
+
     def _where_of(self, key: Any) -> str:
         """Sample ``key``, named as decode errors name it."""
         return f"{self.layout.where}: sample {key!r}"
@@ -176,9 +181,7 @@ class _SampleReader:
                 out = tuple([decode(f, v, t, where) for (f, t), v in zip(types.items(), values)])
                 if self.transform is None and self.target_transform is None:
                     return out
-                label_field = schema.label_field
-                pos = list(types).index(label_field) if label_field in types else -1
-                return self._apply(out, label_pos=pos)
+                return self._apply(out, label_pos=self._label_pos(list(types)))
         decoded = self.decoder.decode_fields(raw.fields, schema.types, self._where_of(raw.key))
         if self.fields is not None:
             return self._apply(tuple(_pick(decoded, f, raw.key) for f in self.fields), label_pos=-1)
@@ -188,8 +191,7 @@ class _SampleReader:
             if schema.types and len(names) != len(schema.types):
                 missing = [f for f in schema.types if f not in decoded]
                 raise SampleError(f"sample {raw.key!r} lacks fields {missing}", key=raw.key)
-            label = names.index(schema.label_field) if schema.label_field in names else -1
-            return self._apply(tuple(decoded[f] for f in names), label_pos=label)
+            return self._apply(tuple(decoded[f] for f in names), label_pos=self._label_pos(names))
         if structure == "single":
             if len(decoded) != 1:
                 raise SampleError(
@@ -310,12 +312,7 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         return len(self.layout)
 
     def __getitem__(self, index: int) -> Any:
-        read = self._read_short(index)
-        if read is not None:
-            item = self._finish_short(*read)
-            if item is not None:
-                return item
-        return self._read_general(index)
+        return self._item(index, self._read_short(index))
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """``[self[i] for i in indices]``: what a DataLoader's batched fetch asks for.
@@ -341,11 +338,13 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
         return out
 
     def _finish_round(self, pending: list[tuple[Any, tuple[str, tuple[bytes, ...]] | None]]) -> list[Any]:
-        out = []
-        for index, read in pending:
-            item = None if read is None else self._finish_short(*read)
-            out.append(self._read_general(index) if item is None else item)
-        return out
+        return [self._item(index, read) for index, read in pending]
+
+    def _item(self, index: Any, read: tuple[str, tuple[bytes, ...]] | None) -> Any:
+        """``ds[index]`` from what :meth:`_read_short` read of it: finished on the short
+        path, or (None, or an error finishing it) read again the general way."""
+        item = None if read is None else self._finish_short(*read)
+        return self._read_general(index) if item is None else item
 
     def _read_short(self, index: Any) -> tuple[str, tuple[bytes, ...]] | None:
         """``(key, the declared fields' bytes)`` of sample ``index`` by the short path (a
@@ -419,8 +418,7 @@ class IPFSDataset(_SampleReader, torch.utils.data.Dataset):
             return ()
         names = tuple(schema.types)
         raw = all(self.decoder._spec_of(f)[1] == "raw" for f in names)
-        label = names.index(schema.label_field) if schema.label_field in names else -1
-        return names, raw, self.decoder, tuple(schema.types.values()), label
+        return names, raw, self.decoder, tuple(schema.types.values()), self._label_pos(names)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -560,8 +558,7 @@ class IPFSIterableDataset(_SampleReader, ShardedIterableDataset):
                     found = (self.fields, -1, None)
                 elif schema.types and schema.structure == "tuple":
                     names = tuple(schema.types)
-                    label = names.index(schema.label_field) if schema.label_field in names else -1
-                    found = (names, label, None)
+                    found = (names, self._label_pos(names), None)
             picked = found[0]
             if picked is not None and not all(map(self.decoder.is_raw, picked)):
                 found = (picked, found[1], tuple(schema.types.get(f) for f in picked))
